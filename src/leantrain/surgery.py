@@ -1,0 +1,123 @@
+"""Reversible model surgery shared by the techniques.
+
+A converted block keeps its identity, parameters and `state_dict` keys: its class is swapped for
+a subclass that mixes in the technique's forward (PEFT-style inject/unload without wrapper
+modules, so checkpoints load into the plain model). Mixins stack, so techniques compose on one
+block and revert in any order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from leantrain.errors import LeantrainError
+
+__all__ = [
+    "SurgeryError",
+    "add_mixin",
+    "conversions",
+    "ensure_plain_model",
+    "forget_conversion",
+    "has_mixin",
+    "record_conversion",
+    "remove_mixin",
+]
+
+_RECORD_ATTR = "_leantrain_conversions"
+_cache: dict[tuple[type, type], type] = {}
+
+
+class SurgeryError(LeantrainError, ValueError):
+    """A model cannot be converted or reverted as asked."""
+
+
+def ensure_plain_model(model: nn.Module, technique: str) -> None:
+    """Refuse models already wrapped by DDP, FSDP or torch.compile: convert first, then wrap."""
+    wrapped = None
+    if hasattr(model, "_orig_mod"):
+        wrapped = "torch.compile"
+    elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        wrapped = type(model).__name__
+    else:
+        try:
+            from torch.distributed.fsdp import FSDPModule
+        except ImportError:  # pragma: no cover - older torch
+            FSDPModule = ()  # type: ignore[assignment,misc]  # noqa: N806
+        if FSDPModule and isinstance(model, FSDPModule):
+            wrapped = "FSDP"
+    if wrapped:
+        raise SurgeryError(
+            f"{technique}: the model is already wrapped by {wrapped}; apply leantrain to the plain "
+            "model first, then wrap it (surgery -> torch.compile -> DDP/FSDP)"
+        )
+
+
+def _is_leantrain_class(cls: type) -> bool:
+    return "_leantrain_mixin" in cls.__dict__
+
+
+def _mixins_and_base(cls: type) -> tuple[list[type], type]:
+    mixins: list[type] = []
+    while _is_leantrain_class(cls):
+        mixins.append(cls.__dict__["_leantrain_mixin"])
+        cls = cls.__dict__["_leantrain_base"]
+    return mixins[::-1], cls  # innermost first
+
+
+def _subclass(mixin: type, base: type) -> type:
+    key = (mixin, base)
+    if key not in _cache:
+        name = f"{mixin.__name__.removesuffix('Mixin')}{base.__name__}"
+        _cache[key] = type(
+            name,
+            (mixin, base),
+            {"_leantrain_mixin": mixin, "_leantrain_base": base, "__module__": base.__module__},
+        )
+    return _cache[key]
+
+
+def has_mixin(module: nn.Module, mixin: type) -> bool:
+    """Whether `module` currently carries `mixin`."""
+    return mixin in _mixins_and_base(type(module))[0]
+
+
+def add_mixin(module: nn.Module, mixin: type) -> None:
+    """Swap `module`'s class for one whose forward runs `mixin` first (outermost)."""
+    if has_mixin(module, mixin):
+        raise SurgeryError(f"{type(module).__name__} is already converted by {mixin.__name__}")
+    module.__class__ = _subclass(mixin, type(module))
+
+
+def remove_mixin(module: nn.Module, mixin: type) -> None:
+    """Remove `mixin` from `module`'s class, keeping any other technique's mixins in order."""
+    mixins, base = _mixins_and_base(type(module))
+    if mixin not in mixins:
+        raise SurgeryError(f"{type(module).__name__} is not converted by {mixin.__name__}")
+    cls = base
+    for m in mixins:
+        if m is not mixin:
+            cls = _subclass(m, cls)
+    module.__class__ = cls
+
+
+def record_conversion(model: nn.Module, technique: str, info: Any) -> None:
+    """Remember what `technique` converted in `model` (not part of its state_dict)."""
+    record = model.__dict__.setdefault(_RECORD_ATTR, {})
+    if technique in record:
+        raise SurgeryError(f"the model is already converted by {technique}; revert it first")
+    record[technique] = info
+
+
+def forget_conversion(model: nn.Module, technique: str) -> Any:
+    """Drop and return the record of `technique`; error if the model was not converted by it."""
+    record = model.__dict__.get(_RECORD_ATTR, {})
+    if technique not in record:
+        raise SurgeryError(f"the model is not converted by {technique}")
+    return record.pop(technique)
+
+
+def conversions(model: nn.Module) -> dict[str, Any]:
+    """What each technique converted in `model`, by technique name."""
+    return dict(model.__dict__.get(_RECORD_ATTR, {}))

@@ -1,0 +1,153 @@
+"""Shared fixtures: tiny real Hugging Face models built in-process, and the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+VOCAB = 97
+SEQ = 16
+
+
+def make_bert(num_layers: int = 4, attn: str = "eager") -> PreTrainedModel:
+    """A tiny BERT masked-LM (Post-LN encoder with padding masks)."""
+    cfg = BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation=attn,
+    )
+    return BertForMaskedLM(cfg).eval()
+
+
+def make_gpt2(num_layers: int = 4, attn: str = "eager") -> PreTrainedModel:
+    """A tiny GPT-2 causal LM."""
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_embd=32,
+        n_layer=num_layers,
+        n_head=4,
+        n_positions=64,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation=attn,
+    )
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def make_llama(num_layers: int = 4, attn: str = "eager") -> PreTrainedModel:
+    """A tiny Llama causal LM (rotary positions, grouped-query attention)."""
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation=attn,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def make_vit(num_layers: int = 4, attn: str = "eager") -> PreTrainedModel:
+    """A tiny ViT image classifier (16 patches + CLS)."""
+    cfg = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=10,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation=attn,
+    )
+    return ViTForImageClassification(cfg).eval()
+
+
+MODEL_FACTORIES: dict[str, Callable[..., PreTrainedModel]] = {
+    "bert": make_bert,
+    "gpt2": make_gpt2,
+    "llama": make_llama,
+    "vit": make_vit,
+}
+
+
+def make_inputs(
+    arch: str, batch: int = 3, seq: int = SEQ, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Random inputs for `arch`; text models get a padding mask with ragged lengths."""
+    g = torch.Generator().manual_seed(seed)
+    if arch == "vit":
+        return {"pixel_values": torch.randn(batch, 3, 16, 16, generator=g)}
+    ids = torch.randint(1, VOCAB, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    for i in range(1, batch):  # ragged: the first row is full length
+        mask[i, seq - 2 * i :] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(params=sorted(MODEL_FACTORIES))
+def arch(request: pytest.FixtureRequest) -> str:
+    """Each tiny architecture in turn."""
+    return request.param
+
+
+@pytest.fixture
+def tiny_model(arch: str) -> PreTrainedModel:
+    """A freshly initialised tiny model of `arch` (seeded), in eval mode."""
+    torch.manual_seed(0)
+    return MODEL_FACTORIES[arch]()
+
+
+SHARED_DATA = Path(
+    os.environ.get("LEANTRAIN_SHARED_DATA", Path(__file__).parents[1] / ".." / "shared" / "data")
+).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` (or $LEANTRAIN_SHARED_DATA); tests using it skip where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared data folder at {SHARED_DATA} (set LEANTRAIN_SHARED_DATA)")
+    return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests cleanly where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
