@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from leantrain.errors import LeantrainError
 
@@ -40,13 +41,8 @@ def ensure_plain_model(model: nn.Module, technique: str) -> None:
         wrapped = "torch.compile"
     elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
         wrapped = type(model).__name__
-    else:
-        try:
-            from torch.distributed.fsdp import FSDPModule
-        except ImportError:  # pragma: no cover - older torch
-            FSDPModule = ()  # type: ignore[assignment,misc]  # noqa: N806
-        if FSDPModule and isinstance(model, FSDPModule):
-            wrapped = "FSDP"
+    elif isinstance(model, FSDPModule):
+        wrapped = "FSDP"
     if wrapped:
         raise SurgeryError(
             f"{technique}: the model is already wrapped by {wrapped}; apply leantrain to the plain "
