@@ -1,0 +1,159 @@
+"""Pacing schedules: the difficulty as a function of the global step, as DeepSpeed computes it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from leantrain.config.schema import CurriculumMetricConfig, LegacyCurriculumConfig
+from leantrain.errors import ConfigError
+
+__all__ = ["CurriculumScheduler", "difficulty_at", "fixed_discrete", "fixed_root"]
+
+STATE_VERSION = 1
+
+
+def fixed_root(
+    step: int, *, min_d: int, max_d: int, total_steps: int, difficulty_step: int, root_degree: int
+) -> int:
+    """DeepSpeed's fixed_root (fixed_linear is root_degree 1), clamped to at least `min_d`.
+
+    d = floor((t/T)^(1/r)·(max − min) + min); d −= d mod difficulty_step; d = min(d, max).
+    """
+    d = (float(step) / total_steps) ** (1.0 / root_degree)
+    d = math.floor(d * (max_d - min_d) + min_d)
+    d -= d % difficulty_step
+    return max(min(d, max_d), min_d)
+
+
+def fixed_discrete(step: int, *, difficulty: list[int], max_step: list[int]) -> int:
+    """The first difficulty[i] with step <= max_step[i]; past the last, the last difficulty."""
+    for d, last in zip(difficulty, max_step, strict=False):
+        if step <= last:
+            return d
+    return difficulty[-1]
+
+
+def difficulty_at(
+    cfg: LegacyCurriculumConfig | CurriculumMetricConfig,
+    step: int,
+    custom: Callable[[int], float] | None = None,
+) -> float:
+    """The schedule's difficulty at `step` (a pure function; `custom` for schedule 'custom')."""
+    sc = cfg.schedule_config
+    if cfg.schedule_type == "fixed_discrete":
+        assert sc.difficulty is not None and sc.max_step is not None
+        return fixed_discrete(step, difficulty=sc.difficulty, max_step=sc.max_step)
+    if cfg.schedule_type == "custom":
+        if custom is None:
+            raise ConfigError(
+                "schedule_type 'custom': no difficulty function installed; call "
+                "set_custom_get_difficulty(fn) with a function of the global step"
+            )
+        return custom(step)
+    assert cfg.min_difficulty is not None and cfg.max_difficulty is not None
+    assert sc.total_curriculum_step is not None and sc.difficulty_step is not None
+    root = 1 if cfg.schedule_type == "fixed_linear" else sc.root_degree
+    assert root is not None
+    return fixed_root(
+        step,
+        min_d=cfg.min_difficulty,
+        max_d=cfg.max_difficulty,
+        total_steps=sc.total_curriculum_step,
+        difficulty_step=sc.difficulty_step,
+        root_degree=root,
+    )
+
+
+def _parse(config: Any) -> LegacyCurriculumConfig | CurriculumMetricConfig:
+    if isinstance(config, LegacyCurriculumConfig | CurriculumMetricConfig):
+        return config
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"CurriculumScheduler: got {type(config).__name__}; expected the legacy "
+            "curriculum_learning section or one curriculum_metrics entry (dict or parsed)"
+        )
+    legacy = "curriculum_type" in config or "enabled" in config
+    cls = LegacyCurriculumConfig if legacy else CurriculumMetricConfig
+    try:
+        return cls.model_validate(dict(config))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or cls.__name__
+        raise ConfigError(f"{where}: {first['msg']}") from None
+
+
+class CurriculumScheduler:
+    """The difficulty schedule of one metric (or of legacy seqlen warmup).
+
+    `update_difficulty(step)` follows DeepSpeed: it recomputes only while the current
+    difficulty is below max_difficulty, so once max is reached it stays. The current value
+    lives in a one-element shared-memory tensor, so DataLoader workers holding a copy of the
+    scheduler (e.g. through `SeqlenWarmupCollator`) see the training loop's updates.
+    """
+
+    def __init__(self, config: Any) -> None:
+        self.config = _parse(config)
+        self._custom: Callable[[int], float] | None = None
+        sc = self.config.schedule_config
+        if self.config.schedule_type == "fixed_discrete" and self.config.min_difficulty is None:
+            assert sc.difficulty is not None
+            start: float = sc.difficulty[0]
+        else:
+            start = self.config.min_difficulty if self.config.min_difficulty is not None else 0
+        self._current = torch.tensor([float(start)], dtype=torch.float64).share_memory_()
+        self.max_difficulty: float | None = self.config.max_difficulty
+        if self.max_difficulty is None and sc.difficulty:
+            self.max_difficulty = max(sc.difficulty)
+
+    def set_custom_get_difficulty(self, fn: Callable[[int], float]) -> None:
+        """Install the function of the global step used by schedule_type 'custom'."""
+        self._custom = fn
+
+    def get_difficulty(self, global_step: int) -> int | float:
+        """The schedule at `global_step`, without touching the state (pure)."""
+        return _num(difficulty_at(self.config, global_step, self._custom))
+
+    def update_difficulty(self, global_step: int) -> int | float:
+        """Advance to `global_step` (DeepSpeed semantics) and return the current difficulty."""
+        if self.max_difficulty is None or self._current.item() < self.max_difficulty:
+            self._current.fill_(float(self.get_difficulty(global_step)))
+        return self.get_current_difficulty()
+
+    def get_current_difficulty(self) -> int | float:
+        """The difficulty set by the last `update_difficulty`."""
+        return _num(self._current.item())
+
+    def set_current_difficulty(self, difficulty: float) -> None:
+        """Set the current difficulty directly (e.g. from a host's own step counter)."""
+        self._current.fill_(float(difficulty))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Versioned state: the current difficulty and the schedule it belongs to."""
+        return {
+            "version": STATE_VERSION,
+            "current_difficulty": self.get_current_difficulty(),
+            "schedule": self.config.model_dump(mode="json"),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict()`; refuses a state saved for another schedule."""
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(
+                f"CurriculumScheduler state: version {state.get('version')!r}; expected "
+                f"{STATE_VERSION}"
+            )
+        if state.get("schedule") != self.config.model_dump(mode="json"):
+            raise ConfigError(
+                "CurriculumScheduler state: saved for a different schedule "
+                f"({state.get('schedule')}); this scheduler has {self.config.model_dump()}"
+            )
+        self.set_current_difficulty(state["current_difficulty"])
+
+
+def _num(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else float(x)

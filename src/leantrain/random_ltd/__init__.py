@@ -1,0 +1,68 @@
+"""Random layerwise token dropping (random-LTD): convert blocks, schedule the reserved length,
+select and route tokens, and decay the learning rate by consumed layer-tokens.
+
+See README.md in this folder for the method card.
+"""
+
+from leantrain.random_ltd.lr_schedule import LayerTokenLRScheduler, layer_token_lr_multiplier
+from leantrain.random_ltd.routing import (
+    RoutingError,
+    flat_token_index,
+    gather_mask,
+    gather_positions,
+    gather_tokens,
+    scatter_tokens,
+)
+from leantrain.random_ltd.scheduler import (
+    RandomLTDScheduler,
+    layer_tokens_per_step,
+    reserved_length,
+    resolve_random_ltd_config,
+)
+from leantrain.random_ltd.selection import (
+    random_scores,
+    rank_key,
+    sample_token_indices,
+    select_tokens,
+    token_validity,
+)
+from leantrain.random_ltd.surgery import (
+    TECHNIQUE,
+    LayerPlan,
+    RandomLTDConversion,
+    RandomLTDMixin,
+    convert_to_random_ltd,
+    kept_indices,
+    random_ltd_scheduler_of,
+    remove_random_ltd_state_dict,
+    revert_random_ltd,
+)
+
+__all__ = [
+    "TECHNIQUE",
+    "LayerPlan",
+    "LayerTokenLRScheduler",
+    "RandomLTDConversion",
+    "RandomLTDMixin",
+    "RandomLTDScheduler",
+    "RoutingError",
+    "convert_to_random_ltd",
+    "flat_token_index",
+    "gather_mask",
+    "gather_positions",
+    "gather_tokens",
+    "kept_indices",
+    "layer_token_lr_multiplier",
+    "layer_tokens_per_step",
+    "random_ltd_scheduler_of",
+    "random_scores",
+    "rank_key",
+    "remove_random_ltd_state_dict",
+    "reserved_length",
+    "resolve_random_ltd_config",
+    "revert_random_ltd",
+    "sample_token_indices",
+    "scatter_tokens",
+    "select_tokens",
+    "token_validity",
+]

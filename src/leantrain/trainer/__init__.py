@@ -1,0 +1,14 @@
+"""The reference trainer: recipes, local datasets, a plain PyTorch loop, checkpoints, reports."""
+
+from leantrain.trainer.loop import StepEvent, build_model, evaluate, train
+from leantrain.trainer.recipe import Recipe, load_recipe, recipe_from_dict
+
+__all__ = [
+    "Recipe",
+    "StepEvent",
+    "build_model",
+    "evaluate",
+    "load_recipe",
+    "recipe_from_dict",
+    "train",
+]

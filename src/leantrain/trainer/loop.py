@@ -1,0 +1,467 @@
+"""The reference training loop: config → setup → loop → teardown, in plain PyTorch.
+
+`train(recipe)` builds the recipe's Hugging Face model and data, hands both to
+`leantrain.prepare` (which applies PLD / curriculum / random-LTD as configured), wraps the model
+for data parallelism under `torchrun`, and runs AdamW with gradient accumulation, bf16 autocast
+where the device supports it, an LR that is a pure function of the step (or of consumed
+layer-tokens), evaluation at intervals, TensorBoard + `metrics.csv` logs and atomic checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+from transformers import PreTrainedModel
+
+import leantrain
+from leantrain.models import find_block_list
+from leantrain.trainer.checkpoint import (
+    full_model_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from leantrain.trainer.data import Batch, TaskData, build_task_data
+from leantrain.trainer.recipe import Recipe
+from leantrain.trainer.schedule import lr_at_step
+
+__all__ = ["METRIC_COLUMNS", "StepEvent", "build_model", "evaluate", "train"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of metrics.csv before the task's eval metrics (`eval/<name>`).
+METRIC_COLUMNS = (
+    "step",
+    "wall_s",
+    "lr",
+    "loss",
+    "grad_norm",
+    "tokens",
+    "layer_tokens",
+    "tokens_per_s",
+    "pld/theta",
+    "random_ltd/reserved_length",
+    "curriculum/difficulty",
+    "tokens/effective_seqlen",
+    "eval/loss",
+)
+
+_AUTO_CLASSES = {
+    "causal_lm": "AutoModelForCausalLM",
+    "masked_lm": "AutoModelForMaskedLM",
+    "sequence_classification": "AutoModelForSequenceClassification",
+    "image_classification": "AutoModelForImageClassification",
+}
+
+
+@dataclass
+class StepEvent:
+    """What `train(on_step=...)` sees after each optimizer step."""
+
+    step: int
+    loss: float
+    model: nn.Module
+    batches: list[Batch]
+    metrics: dict[str, float]
+
+
+# -- setup -----------------------------------------------------------------------------------
+
+
+def build_model(recipe: Recipe, data: TaskData) -> nn.Module:
+    """The recipe's HF model: from a local checkpoint, or built from `model.config` fields."""
+    import transformers
+
+    auto = getattr(transformers, _AUTO_CLASSES[recipe.task])
+    spec = recipe.model
+    data_fields = dict(data.model_fields)
+    if spec.pretrained is not None:  # keep the checkpoint's vocabulary; set the head size
+        extra = {k: data_fields[k] for k in ("num_labels", "pad_token_id") if k in data_fields}
+        return auto.from_pretrained(
+            spec.pretrained,
+            local_files_only=True,
+            attn_implementation=spec.attn_implementation,
+            **extra,
+        )
+    config = transformers.AutoConfig.for_model(
+        str(spec.family),  # set: the recipe requires family when pretrained is unset
+        **{**data_fields, **spec.config, "attn_implementation": spec.attn_implementation},
+    )
+    model = auto.from_config(config)
+    return model
+
+
+def _init_distributed(recipe: Recipe) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the torchrun process group when launched by it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = recipe.device == "cuda" or (recipe.device == "auto" and torch.cuda.is_available())
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = (
+        torch.device("cuda", local)
+        if cuda
+        else torch.device(recipe.device if recipe.device != "auto" else "cpu")
+    )
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, world, device
+
+
+def _wrap(model: nn.Module, recipe: Recipe, device: torch.device, world: int) -> nn.Module:
+    """DDP (finding unused parameters when PLD skips blocks) or FSDP2, per the recipe."""
+    if world == 1:
+        return model
+    if recipe.parallel == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in find_block_list(model).blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, find_unused_parameters=recipe.config.pld_enabled
+    )
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not biases, norms or 1-D embeddings)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.optim.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    o = recipe.optim
+    return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+
+
+def _autocast(recipe: Recipe, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast where asked (auto: a CUDA device with bf16), else nothing (fp32)."""
+    bf16 = recipe.optim.precision == "bf16" or (
+        recipe.optim.precision == "auto"
+        and device.type == "cuda"
+        and torch.cuda.is_bf16_supported()
+    )
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _seq_length(recipe: Recipe, model: nn.Module) -> int | None:
+    """Tokens per sample for accounting: the block length, or ViT's patches + CLS."""
+    if recipe.task in ("causal_lm", "masked_lm"):
+        return recipe.data.seq_len
+    cfg: Any = model.config
+    if recipe.task == "image_classification" and hasattr(cfg, "patch_size"):
+        return (cfg.image_size // cfg.patch_size) ** 2 + 1
+    return None
+
+
+def _lr(recipe: Recipe, step: int, layer_tokens: float) -> float:
+    """This step's LR, a pure function of the step or of the consumed layer-tokens (the
+    handle's count: random-LTD's reserved lengths, and PLD's skipped blocks when it is on)."""
+    o = recipe.optim
+    if o.decay == "layer_tokens":
+        from leantrain.random_ltd import layer_token_lr_multiplier
+
+        lt = recipe.config.random_ltd.layer_token_lr_schedule
+        assert lt.total_layer_tokens is not None  # checked when the recipe loaded
+        return o.lr * layer_token_lr_multiplier(
+            int(layer_tokens),
+            total_layer_tokens=lt.total_layer_tokens,
+            warmup_layer_tokens=lt.warmup_layer_tokens,
+            warmup_type=lt.warmup_type,
+            min_ratio=o.min_lr_ratio,
+        )
+    return lr_at_step(
+        step,
+        peak=o.lr,
+        warmup_steps=o.warmup_steps,
+        max_steps=o.max_steps,
+        decay=o.decay,
+        min_ratio=o.min_lr_ratio,
+    )
+
+
+def _batches(loader: Any) -> Iterator[Batch]:
+    """Endless micro-batches: a new pass over the loader whenever one ends."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise leantrain.LeantrainError("the training data loader yielded no batches")
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# -- evaluation ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: TaskData, recipe: Recipe, device: torch.device
+) -> dict[str, float]:
+    """Mean validation loss (and the task's metrics) over at most `eval.max_batches` batches."""
+    if data.valid is None:
+        return {}
+    was_training = model.training
+    model.eval()
+    size = recipe.eval.batch_size or recipe.optim.micro_batch_size
+    g = torch.Generator().manual_seed(recipe.seed)  # same masks at every evaluation
+    loader = torch.utils.data.DataLoader(
+        data.valid, batch_size=size, collate_fn=data.collate_fn, generator=g
+    )  # its own generator: a loader draws a seed, which must not come from the global RNG
+    losses, preds, labels = [], [], []
+    for i, batch in enumerate(loader):
+        if recipe.eval.max_batches is not None and i >= recipe.eval.max_batches:
+            break
+        if data.transform is not None:
+            batch = data.transform(batch, g, False)
+        with _autocast(recipe, device):
+            out = model(**_to(batch, device))
+        losses.append(float(out.loss))
+        if data.score is not None:
+            logits = out.logits.float()
+            preds.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1))
+            labels.append(batch["labels"])
+    model.train(was_training)
+    result = {"eval/loss": float(np.mean(losses))}
+    if data.score is not None:
+        scores = data.score(torch.cat(preds).cpu().numpy(), torch.cat(labels).numpy())
+        result.update({f"eval/{k}": v for k, v in scores.items()})
+    return result
+
+
+# -- logging ---------------------------------------------------------------------------------
+
+
+class _MetricsLog:
+    """metrics.csv (one row per logged step) and TensorBoard scalars, on rank 0 only."""
+
+    def __init__(self, out: Path, columns: list[str], resume_step: int, enabled: bool) -> None:
+        self.columns, self.enabled = columns, enabled
+        self.writer = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        path = out / "metrics.csv"
+        kept: list[dict[str, str]] = []
+        if resume_step and path.is_file():  # drop rows a killed run wrote past its checkpoint
+            with path.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self.file = path.open("w", newline="")
+        self.csv = csv.DictWriter(self.file, fieldnames=columns, restval="")
+        self.csv.writeheader()
+        self.csv.writerows(kept)
+        self.writer = SummaryWriter(str(out / "tb"), purge_step=resume_step + 1)
+
+    def write(self, step: int, row: dict[str, float]) -> None:
+        """Log one step's values (missing columns stay empty)."""
+        if not self.enabled:
+            return
+        self.csv.writerow({k: repr(v) for k, v in row.items() if k in self.columns})
+        self.file.flush()
+        assert self.writer is not None
+        for key, value in row.items():
+            if key != "step":
+                self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+
+    def close(self) -> None:
+        """Flush and close the files."""
+        if self.enabled:
+            self.file.close()
+            assert self.writer is not None
+            self.writer.close()
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+def train(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    stop_at: int | None = None,
+    progress: bool = True,
+    on_step: Callable[[StepEvent], None] | None = None,
+) -> dict[str, float]:
+    """Train `recipe` to `optim.max_steps` (or `stop_at`, keeping the schedule) and return the
+    final metrics. `resume` continues from the newest checkpoint in the output folder."""
+    # ---- setup
+    rank, world, device = _init_distributed(recipe)
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed)  # identical initial weights on every rank
+    data = build_task_data(recipe)
+    model = build_model(recipe, data).to(device)
+    opt = recipe.optim
+    handle = leantrain.prepare(
+        model,
+        recipe.config,
+        data.train,
+        micro_batch_size=opt.micro_batch_size,
+        gradient_accumulation_steps=opt.grad_accum,
+        collate_fn=data.collate_fn,
+        rank=rank,
+        world_size=world,
+        seq_length=_seq_length(recipe, model),
+    )
+    wrapped = _wrap(model, recipe, device, world)
+    optimizer = _optimizer(wrapped, recipe)
+    torch.manual_seed(recipe.seed + rank)  # dropout differs between ranks
+    random.seed(recipe.seed + rank)
+    np.random.seed(recipe.seed + rank)
+    gen = torch.Generator().manual_seed(recipe.seed + 1 + rank)  # MLM masks, augmentation
+    step, wall = 0, 0.0
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        state = load_checkpoint(ckpt, model=wrapped, optimizer=optimizer)
+        handle.load_state_dict(state["leantrain"])
+        gen.set_state(state["generator"])
+        step, wall = state["step"], state["wall_s"]
+        logger.info("resumed from %s (step %d)", ckpt, step)
+    else:
+        if resume:
+            logger.info("no checkpoint in %s; starting from step 0", out / "checkpoints")
+        if rank == 0 and (out / "checkpoints").is_dir():  # a fresh run replaces an old one
+            shutil.rmtree(out / "checkpoints")
+    loader = handle.dataloader(
+        num_workers=recipe.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(recipe.seed),  # not the global RNG
+    )
+    batches = _batches(loader)
+    columns = [*METRIC_COLUMNS, *(f"eval/{m}" for m in data.metric_names)]
+    log = _MetricsLog(out, columns, step, enabled=rank == 0)
+    autocast = _autocast(recipe, device)
+    ddp = isinstance(wrapped, nn.parallel.DistributedDataParallel)
+    last = min(opt.max_steps, stop_at) if stop_at is not None else opt.max_steps
+    bar = tqdm(total=last, initial=step, disable=not progress or rank != 0, desc="train")
+    final: dict[str, float] = {}
+
+    def checkpoint() -> None:
+        rank_state = {
+            "leantrain": handle.state_dict(),
+            "generator": gen.get_state(),
+            "wall_s": wall,
+        }
+        save_checkpoint(
+            out,
+            step,
+            model=wrapped,
+            optimizer=optimizer,
+            rank_state=rank_state,
+            config=recipe.to_dict(),
+        )
+
+    # ---- loop
+    wrapped.train()
+    while step < last:
+        t0 = time.perf_counter()
+        lr = _lr(recipe, step, handle.metrics()["tokens/layer_tokens"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        seen: list[Batch] = []
+        for micro in range(opt.grad_accum):
+            batch = next(batches)  # already truncated by the curriculum for this step
+            if data.transform is not None:
+                batch = data.transform(batch, gen, True)
+            seen.append(batch)
+            sync = micro == opt.grad_accum - 1
+            with cast(Any, wrapped).no_sync() if ddp and not sync else contextlib.nullcontext():
+                with autocast:
+                    loss = wrapped(**_to(batch, device)).loss / opt.grad_accum
+                loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = float("nan")
+        if opt.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), opt.grad_clip)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedules = handle.metrics()  # θ, r, d as this step used them
+        counted = handle.step()
+        step += 1
+        if world > 1:
+            dist.all_reduce(loss_sum)
+            loss_sum /= world
+        loss_value = float(loss_sum)  # synchronises the device, so the timing below is honest
+        dt = time.perf_counter() - t0
+        wall += dt
+        totals = handle.metrics()
+        row = {
+            "step": step,
+            "wall_s": wall,
+            "lr": lr,
+            "loss": loss_value,
+            "grad_norm": grad_norm,
+            "tokens": totals["tokens/consumed"],
+            "layer_tokens": totals["tokens/layer_tokens"],
+            "tokens_per_s": counted.tokens / dt,
+            **{k: v for k, v in schedules.items() if k in columns and not k.startswith("tokens")},
+            "tokens/effective_seqlen": counted.effective,
+        }
+        if step % recipe.eval.interval == 0 or step == opt.max_steps:
+            row.update(evaluate(model, data, recipe, device))
+        if step % recipe.log_interval == 0 or "eval/loss" in row or step == last:
+            log.write(step, row)
+        final = row
+        if on_step is not None:
+            on_step(StepEvent(step, loss_value, wrapped, seen, row))
+        bar.update(1)
+        bar.set_postfix(_postfix(row), refresh=False)
+        if recipe.checkpoint_interval and step % recipe.checkpoint_interval == 0:
+            checkpoint()
+
+    # ---- teardown
+    bar.close()
+    interval = recipe.checkpoint_interval
+    if step < opt.max_steps or (interval and step % interval):
+        checkpoint()  # stopped early (resume later), or the end is off the interval
+    if step >= opt.max_steps:
+        _save_model(model, out, rank)
+    log.close()
+    if dist.is_initialized():
+        dist.barrier()
+    return final
+
+
+def _postfix(row: dict[str, float]) -> dict[str, str]:
+    """Progress-bar fields: loss, tokens/s and whichever schedules are on."""
+    shown = {"loss": f"{row['loss']:.4f}", "tok/s": f"{row['tokens_per_s']:.0f}"}
+    for key, name in (
+        ("pld/theta", "θ"),
+        ("random_ltd/reserved_length", "r"),
+        ("curriculum/difficulty", "d"),
+    ):
+        if key in row:
+            shown[name] = f"{row[key]:.3g}"
+    return shown
+
+
+def _save_model(model: nn.Module, out: Path, rank: int) -> None:
+    """The trained model as a `from_pretrained` folder (`<output_dir>/model`); the surgery keeps
+    state_dict keys, so the converted model saves as the plain one."""
+    state = full_model_state(model)
+    if rank == 0 and isinstance(model, PreTrainedModel):
+        model.save_pretrained(out / "model", state_dict=state)

@@ -1,0 +1,219 @@
+"""DataAnalyzer on real data: SST-2 with the BERT vocabulary, WikiText-2 with GPT-2 BPE."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from leantrain.cli import main as cli_main
+from leantrain.curriculum import CurriculumIndex, CurriculumIndexError, DataAnalyzer, rarity_table
+
+pytestmark = pytest.mark.shared_data
+ROWS = 3000
+PAD = 0  # BERT's [PAD]
+
+
+@pytest.fixture(scope="module")
+def sst2_ids(shared_data: Path) -> list[list[int]]:
+    """The first ROWS SST-2 train sentences tokenised with the real BERT vocabulary."""
+    from transformers import BertTokenizerFast
+
+    # transformers 5: vocab= (vocab_file= silently builds a 5-token vocabulary)
+    tok = BertTokenizerFast(vocab=str(shared_data / "tokenizers/bert-base-uncased/vocab.txt"))
+    with open(shared_data / "glue/SST-2/train.tsv", encoding="utf-8") as fh:
+        rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        texts = [r["sentence"] for _, r in zip(range(ROWS), rows, strict=False)]
+    ids = tok(texts)["input_ids"]
+    assert len(tok) == 30522 and min(map(len, ids)) >= 3  # [CLS] ... [SEP]
+    return ids
+
+
+def _direct(ids: list[list[int]]) -> dict[str, np.ndarray]:
+    """Every metric computed sample by sample, the slow obvious way."""
+    hist = np.zeros(max(max(s) for s in ids) + 1, np.int64)
+    for s in ids:
+        for t in s:
+            hist[t] += 1
+    table = rarity_table(hist)
+    seqlen = np.array([len(s) for s in ids])
+    rarity = np.array([int(sum(table[t] for t in s)) for s in ids])
+    scale = 10 ** (int(np.ceil(np.log10(seqlen.max() * table.max()))) + 1)
+    return {
+        "seqlen": seqlen,
+        "vocab_rarity": rarity,
+        "seqlen_vocab_rarity": seqlen * scale + rarity,
+    }
+
+
+class _Padded(torch.utils.data.Dataset):
+    """A map-style dataset of padded rows with attention masks, as a tokenizer returns."""
+
+    def __init__(self, ids: list[list[int]], width: int) -> None:
+        self.ids, self.width = ids, width
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = self.ids[i][: self.width]
+        pad = self.width - len(row)
+        return {
+            "input_ids": torch.tensor(row + [PAD] * pad),
+            "attention_mask": torch.tensor([1] * len(row) + [0] * pad),
+        }
+
+
+METRICS = ["seqlen", "vocab_rarity", "seqlen_vocab_rarity"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_hf_dataset_matches_direct_computation(
+    sst2_ids: list[list[int]], tmp_path: Path, workers: int
+) -> None:
+    ds = datasets.Dataset.from_dict({"input_ids": sst2_ids})
+    analyzer = DataAnalyzer(
+        ds, tmp_path, METRICS, num_workers=workers, batch_size=500, show_progress=False
+    )
+    indexes = analyzer.run()
+    want = _direct(sst2_ids)
+    for name in METRICS:
+        index = CurriculumIndex.load(tmp_path / name)
+        got = np.asarray(index.sample_to_metric)
+        assert np.array_equal(got, want[name]), name
+        # index_to_sample lists, per distinct value, exactly the samples with it, ascending
+        for v in index.values[:: max(1, len(index.values) // 50)]:
+            assert np.array_equal(index.samples_with_value(v), np.flatnonzero(got == v))
+        assert indexes[name].num_samples == ROWS
+    assert (tmp_path / "seqlen" / "histogram.png").stat().st_size > 1000
+    assert "vocab_rarity" in (tmp_path / "summary.txt").read_text()
+    assert not (tmp_path / "_work").exists()
+
+
+def test_torch_dataset_with_padding_and_flat_array(
+    sst2_ids: list[list[int]], tmp_path: Path
+) -> None:
+    ids = sst2_ids[:1000]
+    width = 40  # some rows are truncated, the rest padded: seqlen counts non-padding only
+    cut = [s[:width] for s in ids]
+    want = _direct(cut)
+    got = DataAnalyzer(
+        _Padded(ids, width), tmp_path / "torch", ["seqlen", "vocab_rarity"], show_progress=False
+    ).run()
+    assert np.array_equal(got["seqlen"].sample_to_metric, want["seqlen"])
+    assert np.array_equal(got["vocab_rarity"].sample_to_metric, want["vocab_rarity"])
+    tokens = np.concatenate([np.asarray(s, np.int32) for s in cut])
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in cut])])
+    got = DataAnalyzer(
+        (tokens, offsets), tmp_path / "flat", ["vocab_rarity"], num_workers=2, show_progress=False
+    ).run()
+    assert np.array_equal(got["vocab_rarity"].sample_to_metric, want["vocab_rarity"])
+
+
+def test_wikitext_gpt2(shared_data: Path, tmp_path: Path) -> None:
+    from transformers import GPT2TokenizerFast
+
+    tok = GPT2TokenizerFast(  # transformers 5: vocab=/merges= (vocab_file= loads nothing)
+        vocab=str(shared_data / "tokenizers/gpt2/vocab.json"),
+        merges=str(shared_data / "tokenizers/gpt2/merges.txt"),
+    )
+    lines = (shared_data / "lm/wikitext-2/wiki.valid.tokens").read_text(encoding="utf-8")
+    texts = [line for line in lines.splitlines() if line.strip()][:1500]
+    ids = tok(texts)["input_ids"]
+    assert len(tok) == 50257 and sum(map(len, ids)) > 100_000
+    got = DataAnalyzer(
+        datasets.Dataset.from_dict({"input_ids": ids}),
+        tmp_path,
+        ["seqlen", "vocab_rarity"],
+        num_workers=2,
+        show_progress=False,
+    ).run()
+    want = _direct(ids)
+    assert np.array_equal(got["seqlen"].sample_to_metric, want["seqlen"])
+    assert np.array_equal(got["vocab_rarity"].sample_to_metric, want["vocab_rarity"])
+
+
+def test_interrupted_run_resumes_without_redoing_parts(
+    sst2_ids: list[list[int]], tmp_path: Path
+) -> None:
+    ds = datasets.Dataset.from_dict({"input_ids": sst2_ids})
+    kw = {"batch_size": 250, "part_size": 500, "show_progress": False}
+    first = DataAnalyzer(ds, tmp_path, ["seqlen"], **kw)
+    first.prepare()
+    first.run_map("values", worker_id=0, num_workers=2)  # "crash": half the parts are done
+    stage = tmp_path / "_work" / "values"
+    done = {p.name: p.stat().st_mtime_ns for p in stage.glob("part-*")}
+    assert sorted(done) == [f"part-{i:06d}" for i in (0, 2, 4)]
+    (stage / ".part-000001.tmp-999").mkdir()  # a half-written part of a killed worker
+    (stage / ".part-000001.tmp-999" / "seqlen.npy").write_bytes(b"garbage")
+    with pytest.raises(CurriculumIndexError, match="not finished"):
+        first.run_reduce("values")  # never mistaken for a complete set
+    resumed = DataAnalyzer(ds, tmp_path, ["seqlen"], **kw)
+    seen: list[int] = []
+    original = resumed.source.read
+    resumed.source.read = lambda a, b, **k: seen.append(a) or original(a, b, **k)  # type: ignore[method-assign]
+    resumed.prepare()
+    resumed._map_pool("values")
+    assert {p.name: p.stat().st_mtime_ns for p in stage.glob("part-0*") if p.name in done} == done
+    assert min(seen) >= 500 and all(not 0 <= a < 500 for a in seen)  # part 0 not recomputed
+    resumed.run_reduce("values")
+    index = resumed.finish()["seqlen"]
+    assert np.array_equal(index.sample_to_metric, [len(s) for s in sst2_ids])
+
+
+def test_cli_analyze(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = {
+        "source": {
+            "kind": "text",
+            "path": str(shared_data / "glue/SST-2/train.tsv"),
+            "text_column": "sentence",
+            "limit": 800,
+            "tokenizer": {
+                "kind": "bert",
+                "vocab_file": str(shared_data / "tokenizers/bert-base-uncased/vocab.txt"),
+            },
+        },
+        "output_dir": str(tmp_path / "out"),
+        "metrics": ["seqlen", "vocab_rarity"],
+    }
+    path = tmp_path / "analyze.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert cli_main(["analyze", str(path)]) == 0
+    assert "vocab_rarity: 800 samples" in capsys.readouterr().out
+    assert CurriculumIndex.load(tmp_path / "out" / "vocab_rarity").num_samples == 800
+    path.write_text(yaml.safe_dump(config | {"metrics": ["nope"]}))
+    assert cli_main(["analyze", str(path), "--no-progress"]) == 2
+    assert "unknown metric 'nope'" in capsys.readouterr().err
+    assert os.path.isdir(tmp_path / "out")
+
+
+@pytest.mark.distributed
+def test_torchrun_ranks_map_and_rank0_reduces(sst2_ids: list[list[int]], tmp_path: Path) -> None:
+    ds = datasets.Dataset.from_dict({"input_ids": sst2_ids})
+    ds.save_to_disk(str(tmp_path / "ds"))
+    config = {
+        "source": {"kind": "hf_disk", "path": str(tmp_path / "ds")},
+        "output_dir": str(tmp_path / "out"),
+        "metrics": ["seqlen", "vocab_rarity"],
+        "num_workers": 2,
+        "batch_size": 200,
+    }
+    (tmp_path / "a.json").write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", "-m", "leantrain.cli", "analyze", str(tmp_path / "a.json"),
+           "--no-progress"]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=300)
+    want = _direct(sst2_ids)
+    for name in ("seqlen", "vocab_rarity"):
+        got = CurriculumIndex.load(tmp_path / "out" / name).sample_to_metric
+        assert np.array_equal(got, want[name])
