@@ -27,7 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="leantrain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="leantrain",
+        description="Cheaper transformer training: PLD, curriculum learning and random-LTD.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}

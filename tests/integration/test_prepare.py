@@ -361,3 +361,21 @@ def expected_effective(step: int, full: int) -> int:
     """Effective length of `test_prepare_other_families`: r = 4 -> full over 2 steps, 2 of 4."""
     r = reserved_length(step, min_value=4, max_value=full, require_steps=2, seq_per_step=1)
     return full if r >= full else (full * 2 + r * 2) // 4
+
+
+def test_shuffled_batches_never_repeat_across_an_epoch_that_ends_mid_step() -> None:
+    """6 samples, micro-batch 2, accumulation 2: an epoch holds one whole step, not 1.5."""
+    steps = [0]
+    sampler = ShuffledBatchSampler(
+        6, micro_batch_size=2, steps=lambda: steps[0], gradient_accumulation_steps=2, seed=7
+    )
+    assert len(sampler) == 2
+    seen: list[list[int]] = []
+    for _ in range(3):  # the trainer's pattern: a fresh iterator at each epoch end
+        for i, batch in enumerate(sampler):
+            seen.append(batch)
+            if i % 2 == 1:
+                steps[0] += 1
+    per_step = [seen[i] + seen[i + 1] for i in range(0, len(seen), 2)]
+    assert all(len(set(s)) == 4 for s in per_step), "a step saw a sample twice"
+    assert len(per_step) == 3

@@ -35,10 +35,11 @@ class ShuffledBatchSampler(Sampler[list[int]]):
     ) -> None:
         """`steps` returns the optimizer steps taken so far (the handle's `global_step`)."""
         per_rank = num_samples // world_size
-        if per_rank < micro_batch_size:
+        if per_rank < micro_batch_size * gradient_accumulation_steps:
             raise ConfigError(
-                f"micro_batch_size: got {micro_batch_size} for {num_samples} samples over "
-                f"{world_size} ranks; expected at most {per_rank} samples per rank"
+                f"micro_batch_size: got {micro_batch_size} × {gradient_accumulation_steps} "
+                f"accumulation steps for {num_samples} samples over {world_size} ranks; expected "
+                f"at most {per_rank} samples per rank per optimizer step"
             )
         self.num_samples = num_samples
         self.micro_batch_size = micro_batch_size
@@ -49,8 +50,15 @@ class ShuffledBatchSampler(Sampler[list[int]]):
         self._steps = steps
 
     def __len__(self) -> int:
-        """Micro-batches per rank per epoch (the last partial batch is dropped)."""
-        return (self.num_samples // self.world_size) // self.micro_batch_size
+        """Micro-batches per rank per epoch: whole optimizer steps only, so an epoch never ends
+        inside a step (a new iterator then restarts exactly at a step boundary)."""
+        accumulation = self.gradient_accumulation_steps
+        return (
+            (self.num_samples // self.world_size)
+            // self.micro_batch_size
+            // accumulation
+            * accumulation
+        )
 
     def epoch_order(self, epoch: int) -> list[int]:
         """This rank's sample order in `epoch`: one global permutation, strided by rank."""

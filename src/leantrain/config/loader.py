@@ -35,10 +35,12 @@ class LeantrainConfig(BaseModel):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     progressive_layer_drop: ProgressiveLayerDropConfig = Field(
-        default_factory=ProgressiveLayerDropConfig
+        default_factory=lambda: ProgressiveLayerDropConfig()
     )
-    curriculum_learning: LegacyCurriculumConfig = Field(default_factory=LegacyCurriculumConfig)
-    data_efficiency: DataEfficiencyConfig = Field(default_factory=DataEfficiencyConfig)
+    curriculum_learning: LegacyCurriculumConfig = Field(
+        default_factory=lambda: LegacyCurriculumConfig()
+    )
+    data_efficiency: DataEfficiencyConfig = Field(default_factory=lambda: DataEfficiencyConfig())
 
     @property
     def pld_enabled(self) -> bool:

@@ -74,7 +74,9 @@ class _PacedDifficulty(Section):
     min_difficulty: int | None = Field(None, description="Difficulty at step 0.")
     max_difficulty: int | None = Field(None, description="Difficulty at the end of the schedule.")
     schedule_type: ScheduleType | None = Field(None, description="Pacing function.")
-    schedule_config: CurriculumScheduleConfig = Field(default_factory=CurriculumScheduleConfig)
+    schedule_config: CurriculumScheduleConfig = Field(
+        default_factory=lambda: CurriculumScheduleConfig()
+    )
 
     def _check_schedule(self) -> None:
         """Require what the chosen schedule needs; called only for enabled sections."""
@@ -225,8 +227,10 @@ class DataSamplingConfig(Section):
     enabled: bool = False
     num_epochs: int = Field(1000, ge=1)
     num_workers: int = Field(0, ge=0)
-    curriculum_learning: CurriculumLearningConfig = Field(default_factory=CurriculumLearningConfig)
-    dynamic_batching: DynamicBatchingConfig = Field(default_factory=DynamicBatchingConfig)
+    curriculum_learning: CurriculumLearningConfig = Field(
+        default_factory=lambda: CurriculumLearningConfig()
+    )
+    dynamic_batching: DynamicBatchingConfig = Field(default_factory=lambda: DynamicBatchingConfig())
 
 
 class RandomLTDScheduleParams(Section):
@@ -302,7 +306,7 @@ class RandomLTDConfig(Section):
     hidden_state_order: Literal["batch_seq_dim", "seq_batch_dim"] = "batch_seq_dim"
     random_ltd_schedule: RandomLTDScheduleConfig | None = None
     layer_token_lr_schedule: LayerTokenLRScheduleConfig = Field(
-        default_factory=LayerTokenLRScheduleConfig
+        default_factory=lambda: LayerTokenLRScheduleConfig()
     )
     global_batch_size: int | None = Field(None, ge=1, description="Samples per optimizer step.")
     micro_batch_size: int | None = Field(None, ge=1, description="Samples per rank per forward.")
@@ -351,7 +355,7 @@ class DataRoutingConfig(Section):
     """`data_efficiency.data_routing`."""
 
     enabled: bool = False
-    random_ltd: RandomLTDConfig = Field(default_factory=RandomLTDConfig)
+    random_ltd: RandomLTDConfig = Field(default_factory=lambda: RandomLTDConfig())
 
 
 class DataEfficiencyConfig(Section):
@@ -359,5 +363,5 @@ class DataEfficiencyConfig(Section):
 
     enabled: bool = False
     seed: int = Field(1234, ge=0)
-    data_sampling: DataSamplingConfig = Field(default_factory=DataSamplingConfig)
-    data_routing: DataRoutingConfig = Field(default_factory=DataRoutingConfig)
+    data_sampling: DataSamplingConfig = Field(default_factory=lambda: DataSamplingConfig())
+    data_routing: DataRoutingConfig = Field(default_factory=lambda: DataRoutingConfig())
