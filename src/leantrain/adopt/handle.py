@@ -30,7 +30,7 @@ from leantrain.adopt.compose import (
 )
 from leantrain.adopt.data import PostProcessedLoader, ShuffledBatchSampler, batch_seq_length
 from leantrain.config import LeantrainConfig, load_config
-from leantrain.errors import ConfigError, LeantrainError
+from leantrain.errors import ConfigError, LeantrainError, check_state_version
 from leantrain.models import find_block_list
 from leantrain.surgery import ensure_plain_model
 
@@ -285,11 +285,7 @@ class LeantrainHandle:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a `state_dict()`; the same techniques must be enabled."""
-        version = state.get("version")
-        if version != STATE_VERSION:
-            raise LeantrainError(
-                f"leantrain state: got version {version!r}; expected {STATE_VERSION}"
-            )
+        check_state_version(state, STATE_VERSION, "leantrain")
         if sorted(state["techniques"]) != sorted(self._controllers) or sorted(
             state["curricula"]
         ) != sorted(self._curricula):

@@ -30,7 +30,7 @@ from leantrain.config import CurriculumLearningConfig, CurriculumMetricConfig, l
 from leantrain.curriculum.index import CurriculumIndex
 from leantrain.curriculum.permute import mix64, permute
 from leantrain.curriculum.scheduler import CurriculumScheduler
-from leantrain.errors import ConfigError, LeantrainError
+from leantrain.errors import ConfigError, LeantrainError, check_state_version
 
 __all__ = ["CurriculumSampler"]
 
@@ -389,11 +389,7 @@ class CurriculumSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a `state_dict()`; refuses one saved for another index, config or batch."""
-        if state.get("version") != STATE_VERSION:
-            raise ConfigError(
-                f"CurriculumSampler state: version {state.get('version')!r}; expected "
-                f"{STATE_VERSION}"
-            )
+        check_state_version(state, STATE_VERSION, "CurriculumSampler")
         mine = self.fingerprint()
         for key, value in mine.items():
             if state["fingerprint"].get(key) != value:

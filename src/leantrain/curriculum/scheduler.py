@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from leantrain.config.schema import CurriculumMetricConfig, LegacyCurriculumConfig
-from leantrain.errors import ConfigError
+from leantrain.errors import ConfigError, check_state_version
 
 __all__ = ["CurriculumScheduler", "difficulty_at", "fixed_discrete", "fixed_root"]
 
@@ -142,11 +142,7 @@ class CurriculumScheduler:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict()`; refuses a state saved for another schedule."""
-        if state.get("version") != STATE_VERSION:
-            raise ConfigError(
-                f"CurriculumScheduler state: version {state.get('version')!r}; expected "
-                f"{STATE_VERSION}"
-            )
+        check_state_version(state, STATE_VERSION, "CurriculumScheduler")
         if state.get("schedule") != self.config.model_dump(mode="json"):
             raise ConfigError(
                 "CurriculumScheduler state: saved for a different schedule "

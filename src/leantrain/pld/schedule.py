@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from leantrain.config import LeantrainConfig, ProgressiveLayerDropConfig, load_config
-from leantrain.errors import ConfigError
+from leantrain.errors import ConfigError, check_state_version
 
 __all__ = [
     "ProgressiveLayerDrop",
@@ -175,12 +175,7 @@ class ProgressiveLayerDrop:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict()`; refuses unknown versions and missing keys."""
-        version = state.get("version")
-        if version != _STATE_VERSION:
-            raise ValueError(
-                f"ProgressiveLayerDrop state: version {version!r} is not supported "
-                f"(this leantrain reads version {_STATE_VERSION})"
-            )
+        check_state_version(state, _STATE_VERSION, "ProgressiveLayerDrop")
         missing = sorted(set(self.state_dict()) - set(state))
         if missing:
             raise ValueError(f"ProgressiveLayerDrop state: missing keys {missing}")

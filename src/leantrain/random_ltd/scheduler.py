@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from leantrain.config import LeantrainConfig, RandomLTDConfig, load_config
-from leantrain.errors import ConfigError, LeantrainError
+from leantrain.errors import ConfigError, LeantrainError, check_state_version
 
 __all__ = [
     "RandomLTDScheduler",
@@ -218,11 +218,7 @@ class RandomLTDScheduler:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict()`; refuses another version or other schedule bounds."""
-        version = state.get("version")
-        if version != _STATE_VERSION:
-            raise LeantrainError(
-                f"random-LTD state: version {version!r}; this leantrain reads {_STATE_VERSION}"
-            )
+        check_state_version(state, _STATE_VERSION, "random-LTD")
         for key in ("min_value", "max_value"):
             if state[key] != getattr(self, key):
                 raise LeantrainError(
