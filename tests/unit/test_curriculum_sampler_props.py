@@ -13,7 +13,7 @@ from leantrain.curriculum import (
     CurriculumScheduler,
     write_index,
 )
-from leantrain.errors import ConfigError, LeantrainError
+from leantrain.errors import ConfigError, LeantrainError, StateError
 
 N = 600
 
@@ -107,5 +107,5 @@ def test_bad_arguments(index: CurriculumIndex) -> None:
     sampler = CurriculumSampler(cfg, micro_batch_size=4, indexes={"m": index})
     with pytest.raises(ConfigError, match="custom-schedule metrics"):
         sampler.set_custom_get_difficulty(lambda step: 1)
-    with pytest.raises(ConfigError, match="version"):
+    with pytest.raises(StateError, match="version 0 is not supported"):
         sampler.load_state_dict({"version": 0})
