@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -158,3 +159,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def all_three_sections(*, gamma: float, curriculum_steps: int, ltd_steps: int) -> dict[str, Any]:
+    """DeepSpeed sections turning on PLD, seqlen warmup 16→32 and random-LTD (blocks 1–2 of 4,
+    16→32 tokens) for a 4-block GPT-2 trained on 32-token blocks."""
+    return {
+        "progressive_layer_drop": {"enabled": True, "theta": 0.5, "gamma": gamma},
+        "curriculum_learning": {
+            "enabled": True,
+            "curriculum_type": "seqlen",
+            "min_difficulty": 16,
+            "max_difficulty": 32,
+            "schedule_type": "fixed_linear",
+            "schedule_config": {"total_curriculum_step": curriculum_steps, "difficulty_step": 8},
+        },
+        "data_efficiency": {
+            "enabled": True,
+            "data_routing": {
+                "enabled": True,
+                "random_ltd": {
+                    "enabled": True,
+                    "random_ltd_layer_id": [1, 2],
+                    "random_ltd_layer_num": 2,
+                    "total_layer_num": 4,
+                    "model_type": "decoder",
+                    "random_ltd_schedule": {
+                        "min_value": 16,
+                        "max_value": 32,
+                        "schedule_config": {"require_steps": ltd_steps, "seq_per_step": 8},
+                    },
+                },
+            },
+        },
+    }

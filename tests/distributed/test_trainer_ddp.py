@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import all_three_sections
 
 pytestmark = pytest.mark.distributed
 
@@ -64,33 +65,7 @@ def _recipe(tmp: Path) -> dict:
         "data": {"train": str(corpus), "tokenizer": "byte", "seq_len": 32, "valid_subset": 4},
         "optim": {"lr": 3e-3, "micro_batch_size": 4, "grad_accum": 2, "max_steps": 4},
         "eval": {"interval": 4, "max_batches": 1},
-        "progressive_layer_drop": {"enabled": True, "theta": 0.5, "gamma": 0.5},
-        "curriculum_learning": {
-            "enabled": True,
-            "curriculum_type": "seqlen",
-            "min_difficulty": 16,
-            "max_difficulty": 32,
-            "schedule_type": "fixed_linear",
-            "schedule_config": {"total_curriculum_step": 2, "difficulty_step": 8},
-        },
-        "data_efficiency": {
-            "enabled": True,
-            "data_routing": {
-                "enabled": True,
-                "random_ltd": {
-                    "enabled": True,
-                    "random_ltd_layer_id": [1, 2],
-                    "random_ltd_layer_num": 2,
-                    "total_layer_num": 4,
-                    "model_type": "decoder",
-                    "random_ltd_schedule": {
-                        "min_value": 16,
-                        "max_value": 32,
-                        "schedule_config": {"require_steps": 3, "seq_per_step": 8},
-                    },
-                },
-            },
-        },
+        **all_three_sections(gamma=0.5, curriculum_steps=2, ltd_steps=3),
     }
 
 

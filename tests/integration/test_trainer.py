@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from conftest import all_three_sections
 
 from leantrain.cli import main
 
@@ -53,33 +54,7 @@ def tiny_recipe(corpus: Path, out: Path, *, techniques: bool = True) -> dict[str
         "device": "cpu",
     }
     if techniques:
-        recipe["progressive_layer_drop"] = {"enabled": True, "theta": 0.5, "gamma": 0.3}
-        recipe["curriculum_learning"] = {
-            "enabled": True,
-            "curriculum_type": "seqlen",
-            "min_difficulty": 16,
-            "max_difficulty": 32,
-            "schedule_type": "fixed_linear",
-            "schedule_config": {"total_curriculum_step": 4, "difficulty_step": 8},
-        }
-        recipe["data_efficiency"] = {
-            "enabled": True,
-            "data_routing": {
-                "enabled": True,
-                "random_ltd": {
-                    "enabled": True,
-                    "random_ltd_layer_id": [1, 2],
-                    "random_ltd_layer_num": 2,
-                    "total_layer_num": 4,
-                    "model_type": "decoder",
-                    "random_ltd_schedule": {
-                        "min_value": 16,
-                        "max_value": 32,
-                        "schedule_config": {"require_steps": 4, "seq_per_step": 8},
-                    },
-                },
-            },
-        }
+        recipe.update(all_three_sections(gamma=0.3, curriculum_steps=4, ltd_steps=4))
     return recipe
 
 
