@@ -3,7 +3,8 @@
 A converted block keeps its identity, parameters and `state_dict` keys: its class is swapped for
 a subclass that mixes in the technique's forward (PEFT-style inject/unload without wrapper
 modules, so checkpoints load into the plain model). Mixins stack, so techniques compose on one
-block and revert in any order.
+block and revert in any order. The swapped classes are made at run time, so they pickle by
+recipe (mixins + base class) rather than by name: `torch.save(model)` works while converted.
 """
 
 from __future__ import annotations
@@ -69,9 +70,35 @@ def _subclass(mixin: type, base: type) -> type:
         _cache[key] = type(
             name,
             (mixin, base),
-            {"_leantrain_mixin": mixin, "_leantrain_base": base, "__module__": base.__module__},
+            {
+                "_leantrain_mixin": mixin,
+                "_leantrain_base": base,
+                "__module__": base.__module__,
+                "__reduce_ex__": _reduce_converted,
+            },
         )
     return _cache[key]
+
+
+def _converted_class(mixins: tuple[type, ...], base: type) -> type:
+    """The class `base` with `mixins` applied innermost first (what `add_mixin` builds)."""
+    cls = base
+    for mixin in mixins:
+        cls = _subclass(mixin, cls)
+    return cls
+
+
+def _new_converted(mixins: tuple[type, ...], base: type) -> Any:
+    """An empty instance of a converted class, for unpickling (the state is set afterwards)."""
+    cls: Any = _converted_class(mixins, base)
+    return cls.__new__(cls)
+
+
+def _reduce_converted(self: Any, protocol: Any) -> tuple[Any, ...]:
+    """Pickle a converted module by its mixins and plain base class, which pickle by name."""
+    reduced = object.__reduce_ex__(self, protocol)  # (newobj, (cls,), state, ...)
+    mixins, base = _mixins_and_base(type(self))
+    return (_new_converted, (tuple(mixins), base), *reduced[2:])
 
 
 def has_mixin(module: nn.Module, mixin: type) -> bool:
@@ -91,11 +118,7 @@ def remove_mixin(module: nn.Module, mixin: type) -> None:
     mixins, base = _mixins_and_base(type(module))
     if mixin not in mixins:
         raise SurgeryError(f"{type(module).__name__} is not converted by {mixin.__name__}")
-    cls = base
-    for m in mixins:
-        if m is not mixin:
-            cls = _subclass(m, cls)
-    module.__class__ = cls
+    module.__class__ = _converted_class(tuple(m for m in mixins if m is not mixin), base)
 
 
 def record_conversion(model: nn.Module, technique: str, info: Any) -> None:

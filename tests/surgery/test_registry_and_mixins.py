@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+from conftest import make_gpt2, make_inputs
 from torch import nn
 from transformers import PreTrainedModel
 
+from leantrain import (
+    ProgressiveLayerDrop,
+    RandomLTDScheduler,
+    convert_to_progressive_layer_drop,
+    convert_to_random_ltd,
+    revert_progressive_layer_drop,
+    revert_random_ltd,
+)
 from leantrain.models import (
     ModelFamily,
     UnknownModelError,
@@ -16,6 +27,8 @@ from leantrain.models import (
     registered_model_types,
 )
 from leantrain.models.registry import _REGISTRY
+from leantrain.pld import ProgressiveLayerDropMixin
+from leantrain.random_ltd import RandomLTDMixin
 from leantrain.surgery import (
     SurgeryError,
     add_mixin,
@@ -130,6 +143,28 @@ def test_mixins_stack_revert_in_any_order_and_keep_keys() -> None:
     add_mixin(block, DoubleMixin)
     with pytest.raises(SurgeryError, match="already converted by DoubleMixin"):
         add_mixin(block, DoubleMixin)
+
+
+def test_converted_model_pickles_whole_and_stays_converted() -> None:
+    """`torch.save(model)` of a model converted by two techniques loads back converted."""
+    torch.manual_seed(0)
+    model = make_gpt2()
+    convert_to_progressive_layer_drop(model, ProgressiveLayerDrop(theta=0.5, gamma=0.01))
+    schedule = {"require_steps": 10, "seq_per_step": 4}
+    ltd = {"random_ltd_schedule": {"min_value": 8, "max_value": 32, "schedule_config": schedule}}
+    convert_to_random_ltd(model, RandomLTDScheduler(ltd))
+    inputs = make_inputs("gpt2")
+    expected = model.eval()(**inputs).logits
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+    block = loaded.transformer.h[1]
+    assert has_mixin(block, ProgressiveLayerDropMixin) and has_mixin(block, RandomLTDMixin)
+    assert type(block) is type(model.transformer.h[1])  # the same cached class, not a copy
+    torch.testing.assert_close(loaded(**inputs).logits, expected, rtol=0, atol=0)
+    revert_random_ltd(loaded)
+    revert_progressive_layer_drop(loaded)
+    assert type(loaded.transformer.h[1]).__name__ == "GPT2Block"
 
 
 def test_conversion_record() -> None:
