@@ -196,6 +196,36 @@ def test_cli_analyze(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert os.path.isdir(tmp_path / "out")
 
 
+@pytest.mark.parametrize("kind", ["numpy", "hf_files"])
+def test_cli_reads_numpy_and_hf_files_sources(
+    sst2_ids: list[list[int]], tmp_path: Path, kind: str
+) -> None:
+    """`leantrain analyze` on flat .npy token arrays and on JSON-lines files via `datasets`."""
+    ids = sst2_ids[:600]
+    if kind == "numpy":
+        np.save(tmp_path / "tokens.npy", np.concatenate([np.asarray(s, np.int32) for s in ids]))
+        np.save(tmp_path / "offsets.npy", np.concatenate([[0], np.cumsum([len(s) for s in ids])]))
+        source = {
+            "kind": "numpy",
+            "tokens": str(tmp_path / "tokens.npy"),
+            "offsets": str(tmp_path / "offsets.npy"),
+            "limit": 500,
+        }
+    else:
+        parts = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]  # one dataset from two files
+        for part, rows in zip(parts, (ids[:250], ids[250:500]), strict=True):
+            part.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in rows))
+        source = {"kind": "hf_files", "format": "json", "data_files": [str(p) for p in parts]}
+    config = {"source": source, "output_dir": str(tmp_path / "out"), "metrics": METRICS[:2]}
+    path = tmp_path / "analyze.json"
+    path.write_text(json.dumps(config))
+    assert cli_main(["analyze", str(path), "--no-progress"]) == 0
+    want = _direct(ids[:500])
+    for name in METRICS[:2]:
+        got = CurriculumIndex.load(tmp_path / "out" / name).sample_to_metric
+        assert np.array_equal(np.asarray(got), want[name]), name
+
+
 @pytest.mark.distributed
 def test_torchrun_ranks_map_and_rank0_reduces(sst2_ids: list[list[int]], tmp_path: Path) -> None:
     ds = datasets.Dataset.from_dict({"input_ids": sst2_ids})
