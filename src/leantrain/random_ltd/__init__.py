@@ -4,13 +4,17 @@ select and route tokens, and decay the learning rate by consumed layer-tokens.
 See README.md in this folder for the method card.
 """
 
+from leantrain.random_ltd.kernels import KERNELS_ENV, kernel_backend
 from leantrain.random_ltd.lr_schedule import LayerTokenLRScheduler, layer_token_lr_multiplier
 from leantrain.random_ltd.routing import (
     RoutingError,
+    TokenRoute,
     flat_token_index,
     gather_mask,
     gather_positions,
+    gather_route,
     gather_tokens,
+    scatter_route,
     scatter_tokens,
 )
 from leantrain.random_ltd.scheduler import (
@@ -39,6 +43,7 @@ from leantrain.random_ltd.surgery import (
 )
 
 __all__ = [
+    "KERNELS_ENV",
     "TECHNIQUE",
     "LayerPlan",
     "LayerTokenLRScheduler",
@@ -46,12 +51,15 @@ __all__ = [
     "RandomLTDMixin",
     "RandomLTDScheduler",
     "RoutingError",
+    "TokenRoute",
     "convert_to_random_ltd",
     "flat_token_index",
     "gather_mask",
     "gather_positions",
+    "gather_route",
     "gather_tokens",
     "kept_indices",
+    "kernel_backend",
     "layer_token_lr_multiplier",
     "layer_tokens_per_step",
     "random_ltd_scheduler_of",
@@ -62,6 +70,7 @@ __all__ = [
     "resolve_random_ltd_config",
     "revert_random_ltd",
     "sample_token_indices",
+    "scatter_route",
     "scatter_tokens",
     "select_tokens",
     "token_validity",

@@ -1,26 +1,33 @@
 """Move kept tokens in and out of a layer: hidden states, masks, rotary tables, position ids.
 
-Plain torch, all on the device and autograd-friendly: gather is one `index_select` on a
-flattened [B·S, D] view, scatter one out-of-place `index_copy` (indices are unique, so it is
+All on the device and autograd-friendly. `gather_route` / `scatter_route` move the hidden states
+with the backend `kernels.kernel_backend` picks: fused Triton kernels (CUDA by default; see
+`kernels` for the passes they save) or plain torch: gather is one `index_select` on a flattened
+[B·S, D] view, scatter one out-of-place `index_copy` (indices are unique, so it is
 deterministic). The same flat index serves both, computed once per layer call.
+`gather_tokens` / `scatter_tokens` are the plain torch pair.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from leantrain.errors import LeantrainError
+from leantrain.random_ltd.kernels import fused_gather, fused_scatter, inverse_index, kernel_backend
 
 __all__ = [
     "RoutingError",
+    "TokenRoute",
     "flat_token_index",
     "gather_mask",
     "gather_positions",
+    "gather_route",
     "gather_tokens",
+    "scatter_route",
     "scatter_tokens",
 ]
 
@@ -51,16 +58,60 @@ def gather_tokens(hidden: Tensor, flat: Tensor, reserved: int, *, batch_first: b
     return rows.view(reserved, outer, *rest)
 
 
-def scatter_tokens(hidden: Tensor, kept: Tensor, flat: Tensor) -> Tensor:
-    """`hidden` [B, S, *] with the rows at `flat` replaced by `kept` [B, r, *] (out of place)."""
+def _check_output(hidden: Tensor, kept: Tensor, flat: Tensor) -> None:
+    """Refuse a layer output that cannot go back where its input tokens came from."""
     rest = hidden.shape[2:]
     if kept.shape[2:] != rest or kept.numel() != flat.numel() * math.prod(rest):
         raise RoutingError(
             f"layer output {tuple(kept.shape)} does not match its gathered input "
-            f"({flat.numel()} tokens of {tuple(hidden.shape[2:])})"
+            f"({flat.numel()} tokens of {tuple(rest)})"
         )
+
+
+def scatter_tokens(hidden: Tensor, kept: Tensor, flat: Tensor) -> Tensor:
+    """`hidden` [B, S, *] with the rows at `flat` replaced by `kept` [B, r, *] (out of place)."""
+    _check_output(hidden, kept, flat)
+    rest = hidden.shape[2:]
     kept = kept.to(hidden.dtype)
     return hidden.reshape(-1, *rest).index_copy(0, flat, kept.reshape(-1, *rest)).view_as(hidden)
+
+
+class TokenRoute(NamedTuple):
+    """Where one layer call's kept tokens came from, for `scatter_route` to put them back.
+
+    Opaque: hand it to `scatter_route` only. On the fused path the backward writes in place into
+    the gradient that reaches `hidden`, which is safe only while the scatter is its sole consumer.
+    """
+
+    #: The layer input [B, S, *] ([S, B, *] seq-first); on the fused path the gather's skip
+    #: output, an alias of the input that carries the dropped tokens' gradient.
+    hidden: Tensor
+    #: Rows [B·r] ([r·B]) of the kept tokens in the flat [B·S, *] view.
+    flat: Tensor
+    #: Fused path: kept slot of each of the B·S rows, or -1 ([B·S] int32); torch path: None.
+    slot: Tensor | None
+
+
+def gather_route(
+    hidden: Tensor, indices: Tensor, *, batch_first: bool = True
+) -> tuple[Tensor, TokenRoute]:
+    """Kept tokens [B, r, *] ([r, B, *]) of `hidden` at `indices` [B, r], and their route back.
+
+    The backend comes from `kernel_backend` (env `LEANTRAIN_RANDOM_LTD_KERNELS`).
+    """
+    seq_len = hidden.shape[1 if batch_first else 0]
+    if kernel_backend(hidden.device) == "triton":
+        return _fused_gather_route(hidden, indices, seq_len, batch_first)
+    flat = flat_token_index(indices, seq_len, batch_first=batch_first)  # [B·r]
+    kept = gather_tokens(hidden, flat, indices.shape[1], batch_first=batch_first)
+    return kept, TokenRoute(hidden, flat, None)
+
+
+def scatter_route(route: TokenRoute, kept: Tensor) -> Tensor:
+    """The layer input with its kept tokens replaced by the layer's output `kept` [B, r, *]."""
+    if route.slot is None:
+        return scatter_tokens(route.hidden, kept, route.flat)
+    return _fused_scatter_route(route.hidden, kept, route.flat, route.slot)
 
 
 def gather_mask(mask: Tensor, indices: Tensor) -> Tensor:
@@ -115,3 +166,26 @@ def gather_positions(value: Any, indices: Tensor, seq_len: int) -> Any:
         f"positional argument {tuple(value.shape)}: expected [B|1, {seq_len}, ...] or "
         f"[{seq_len}, ...]"
     )
+
+
+@torch.compiler.disable
+def _fused_gather_route(
+    hidden: Tensor, indices: Tensor, seq_len: int, batch_first: bool
+) -> tuple[Tensor, TokenRoute]:
+    """Triton side of `gather_route`; runs eagerly under torch.compile (see `kernels`)."""
+    outer = hidden.shape[0] if batch_first else hidden.shape[1]
+    reserved, rest = indices.shape[1], hidden.shape[2:]
+    rows = hidden.shape[0] * hidden.shape[1]
+    flat = flat_token_index(indices, seq_len, batch_first=batch_first)  # [B·r]
+    kept, skip = fused_gather(hidden.reshape(rows, math.prod(rest)), flat)  # [B·r, D], [B·S, D]
+    shape = (outer, reserved, *rest) if batch_first else (reserved, outer, *rest)
+    return kept.view(shape), TokenRoute(skip.view(hidden.shape), flat, inverse_index(flat, rows))
+
+
+@torch.compiler.disable
+def _fused_scatter_route(hidden: Tensor, kept: Tensor, flat: Tensor, slot: Tensor) -> Tensor:
+    """Triton side of `scatter_route`; runs eagerly under torch.compile (see `kernels`)."""
+    _check_output(hidden, kept, flat)
+    rows, width = hidden.shape[0] * hidden.shape[1], math.prod(hidden.shape[2:])
+    kept = kept.to(hidden.dtype).reshape(flat.numel(), width)  # [B·r, D]
+    return fused_scatter(hidden.reshape(rows, width), kept, slot).view(hidden.shape)

@@ -21,11 +21,10 @@ from leantrain.errors import ConfigError
 from leantrain.models import find_block_list
 from leantrain.random_ltd.routing import (
     RoutingError,
-    flat_token_index,
     gather_mask,
     gather_positions,
-    gather_tokens,
-    scatter_tokens,
+    gather_route,
+    scatter_route,
 )
 from leantrain.random_ltd.scheduler import RandomLTDScheduler
 from leantrain.random_ltd.selection import rank_key, sample_token_indices, token_validity
@@ -143,8 +142,7 @@ def _routed_forward(
     batch, seq_len = hidden.shape[batch_dim], hidden.shape[seq_dim]
     mask = plan.get(args, kwargs, plan.mask_arg)
     indices = _draw(plan, batch, seq_len, reserved, hidden, mask)  # [B, r]
-    flat = flat_token_index(indices, seq_len, batch_first=plan.batch_first)  # [B·r]
-    kept = gather_tokens(hidden, flat, reserved, batch_first=plan.batch_first)  # [B, r, D]
+    kept, route = gather_route(hidden, indices, batch_first=plan.batch_first)  # [B, r, D]
     plan.put(args, kwargs, plan.hidden_name, kept)
     if isinstance(mask, Tensor):
         plan.put(args, kwargs, plan.mask_arg, gather_mask(mask, indices))  # type: ignore[arg-type]
@@ -158,9 +156,9 @@ def _routed_forward(
             plan.put(args, kwargs, name, gather_positions(value, indices, seq_len))
     out = forward(*args, **kwargs)
     if isinstance(out, Tensor):
-        return scatter_tokens(hidden, out, flat)
+        return scatter_route(route, out)
     if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
-        return (scatter_tokens(hidden, out[0], flat), *out[1:])
+        return (scatter_route(route, out[0]), *out[1:])
     raise RoutingError(
         f"layer {plan.layer_id} returned {type(out).__name__}; random-LTD needs a tensor or a "
         "tuple whose first element is the hidden states"
