@@ -1,8 +1,10 @@
-"""Shared harness of the step-time benchmarks (`layerdrop.py`, `tokendrop.py`).
+"""Shared harness of the step-time benchmarks (`layerdrop.py`, `tokendrop.py`, `vs_deepspeed.py`).
 
 Model shapes and the HF model built from one, the timing loop (warm-up, then `repeats` repeats
-of `steps` timed steps), the limit formulas (time limit and captured share, docs:
-BENCHMARKS.md), the command-line options both scripts take, and markdown table printing.
+of `steps` timed steps), the limit formulas (FLOP limits of PLD and random-LTD, time limit and
+captured share, docs: BENCHMARKS.md), the all-blocks-skipped mixin that measures T_fixed, the
+random-LTD scheduler held at half length, the command-line options the scripts take, and
+markdown table printing.
 The scripts are run as `python benchmarks/<name>.py`, so this folder is on `sys.path` and they
 import it as `import _harness as harness` (and `from _harness import Shape`).
 """
@@ -10,6 +12,7 @@ import it as `import _harness as harness` (and `from _harness import Shape`).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -21,17 +24,28 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
+from leantrain.random_ltd import RandomLTDScheduler
+
 __all__ = [
     "DTYPES",
     "Shape",
+    "SkipBlockMixin",
     "add_output_arguments",
     "add_run_arguments",
+    "block_flops",
     "build",
     "captured_share",
     "compile_blocks",
     "device_name",
     "dynamo_counter",
+    "fmt",
+    "half_length_ltd_scheduler",
+    "head_flops",
+    "ltd_limits",
     "markdown_table",
+    "measure",
+    "pld_flop_limit",
+    "release_memory",
     "resolve_defaults",
     "run_shapes",
     "run_summary",
@@ -107,6 +121,63 @@ def build(shape: Shape, *, seed: int | None = None, bos_eos_id: int | None = Non
     )
 
 
+def pld_flop_limit(shape: Shape, keep: float) -> float:
+    """Model FLOPs with PLD / without: blocks scale by `keep`, the head does not."""
+    d, s = shape.dim, shape.seq
+    block = 2 * (4 * d * d + 2 * d * shape.ffn) + 4 * s * d  # per token: projections, MLP, attn
+    head = 2 * d * shape.vocab + (2 * d * d if shape.family == "bert" else 0)  # (+ MLM transform)
+    return (keep * shape.layers * block + head) / (shape.layers * block + head)
+
+
+def block_flops(shape: Shape, tokens: int) -> float:
+    """Forward FLOPs of one block on `tokens` tokens per sample (dense attention counted)."""
+    d = shape.dim
+    linear = 2 * tokens * (4 * d * d + 2 * d * shape.ffn)  # QKV + out projections, MLP
+    attention = 4 * tokens * tokens * d  # QK^T and AV
+    return shape.batch * (linear + attention)
+
+
+def head_flops(shape: Shape) -> float:
+    """Forward FLOPs of the LM/MLM head (the output projection over the vocabulary)."""
+    return 2.0 * shape.batch * shape.seq * shape.dim * shape.vocab
+
+
+def ltd_limits(shape: Shape, reserved: int) -> tuple[float, float]:
+    """(f, FLOP limit) of random-LTD at `reserved` tokens in all but the first and last block.
+
+    f is the fraction of block FLOPs kept, (2·full + (L − 2)·dropped) / (L·full); the FLOP limit
+    also counts the head, which keeps the full length.
+    """
+    full, dropped = block_flops(shape, shape.seq), block_flops(shape, reserved)
+    f = (2 * full + (shape.layers - 2) * dropped) / (shape.layers * full)
+    limit = (head_flops(shape) + f * shape.layers * full) / (
+        head_flops(shape) + shape.layers * full
+    )
+    return f, limit
+
+
+def half_length_ltd_scheduler(shape: Shape) -> RandomLTDScheduler:
+    """leantrain's random-LTD scheduler held at half the sequence length (steady state)."""
+    return RandomLTDScheduler(
+        {
+            "random_ltd_schedule": {
+                "min_value": shape.seq // 2,
+                "max_value": shape.seq,
+                "schedule_config": {"require_steps": 10**9, "seq_per_step": 8},
+            },
+            "global_batch_size": shape.batch,
+        }
+    )
+
+
+class SkipBlockMixin(nn.Module):
+    """Every block is the identity: what is left is T_fixed (embeddings, head, optimizer)."""
+
+    def forward(self, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Return the hidden states unchanged."""
+        return hidden
+
+
 def compile_blocks(blocks: Iterable[nn.Module]) -> None:
     """Reset dynamo, then `torch.compile` each block in place."""
     torch._dynamo.reset()
@@ -176,6 +247,49 @@ def time_steps(
         _sync(device)
         times.append((time.perf_counter() - start) * 1000 / args.steps)
     return times
+
+
+def release_memory(device: torch.device) -> None:
+    """Collect garbage and hand cached CUDA blocks back, so the next variant starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+def measure(
+    setup: Callable[[dict[str, Any]], Callable[[], None]],
+    args: argparse.Namespace,
+    min_warmup: int = 0,
+) -> dict[str, Any]:
+    """Build one variant with `setup`, warm it up (at least `min_warmup` steps) and time it.
+
+    `setup(info)` builds the model and optimizer and returns the step; it may put results in
+    `info` and a `close` callable, run after timing. Returns {"ms": ms/step per repeat,
+    "peak_mib": CUDA memory allocated at the peak while the variant was built, warmed up and
+    timed, less what was allocated before (None off CUDA), **info}; frees the variant after.
+    """
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    release_memory(device)
+    before = torch.cuda.memory_allocated(device) if cuda else 0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    info: dict[str, Any] = {}
+    step = setup(info)
+    ms = time_steps(
+        step, argparse.Namespace(**{**vars(args), "warmup": max(args.warmup, min_warmup)})
+    )
+    peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20 if cuda else None
+    info.pop("close", lambda: None)()
+    del step
+    release_memory(device)
+    return {"ms": ms, "peak_mib": peak, **info}
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """`value` formatted with `spec`, or "-" when there is none."""
+    return "-" if value is None else format(value, spec)
 
 
 def time_limit(t_fixed: float, t_base: float, keep: float) -> float:

@@ -43,14 +43,6 @@ def _build(shape: Shape) -> nn.Module:
     return harness.build(shape, seed=0, bos_eos_id=0)
 
 
-def flop_limit(shape: Shape, keep: float) -> float:
-    """Model FLOPs with PLD / without: blocks scale by `keep`, the head does not."""
-    d, s = shape.dim, shape.seq
-    block = 2 * (4 * d * d + 2 * d * shape.ffn) + 4 * s * d  # per token: projections, MLP, attn
-    head = 2 * d * shape.vocab + (2 * d * d if shape.family == "bert" else 0)  # (+ MLM transform)
-    return (keep * shape.layers * block + head) / (shape.layers * block + head)
-
-
 class _Controlled(ProgressiveLayerDrop):
     """The real schedule, or every block skipped (T_fixed) when `skip_all` is set."""
 
@@ -115,13 +107,12 @@ def run_shape(name: str, shape: Shape, args: argparse.Namespace) -> dict[str, An
     base_last, _ = time_variant(plain, shape, args, lambda i: None)
 
     keep = expected_keep_fraction(shape.layers, pld.get_theta())
+    flop_limit = harness.pld_flop_limit(shape, keep)
     return {
         **harness.shape_row(name, shape),
         "theta": pld.get_theta(),
         "keep_fraction": keep,
-        **harness.timing_fields(
-            base_first, base_last, "pld_ms", pld_ms, skip_ms, keep, flop_limit(shape, keep)
-        ),
+        **harness.timing_fields(base_first, base_last, "pld_ms", pld_ms, skip_ms, keep, flop_limit),
         "recompiles_base": frames_base,
         "recompiles_pld": frames_pld,
     }

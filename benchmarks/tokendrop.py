@@ -21,7 +21,7 @@ from _harness import Shape
 from torch import nn
 
 from leantrain.models import find_block_list
-from leantrain.random_ltd import RandomLTDScheduler, convert_to_random_ltd, revert_random_ltd
+from leantrain.random_ltd import convert_to_random_ltd, revert_random_ltd
 from leantrain.surgery import add_mixin, remove_mixin
 
 __all__ = ["SHAPES", "Shape", "main"]
@@ -34,27 +34,6 @@ SHAPES = {
     "gpt2-cpu": Shape("gpt2", 6, 128, 4, 512, 2048, 4, 256),
     "bert-cpu": Shape("bert", 6, 128, 4, 512, 2048, 8, 128),
 }
-
-
-def block_flops(shape: Shape, tokens: int) -> float:
-    """Forward FLOPs of one block on `tokens` tokens per sample (dense attention counted)."""
-    d = shape.dim
-    linear = 2 * tokens * (4 * d * d + 2 * d * shape.ffn)  # QKV + out projections, MLP
-    attention = 4 * tokens * tokens * d  # QK^T and AV
-    return shape.batch * (linear + attention)
-
-
-def head_flops(shape: Shape) -> float:
-    """Forward FLOPs of the LM/MLM head (the output projection over the vocabulary)."""
-    return 2.0 * shape.batch * shape.seq * shape.dim * shape.vocab
-
-
-class _SkipMixin(nn.Module):
-    """Every block is the identity: what is left is T_fixed (embeddings, head, optimizer)."""
-
-    def forward(self, hidden: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Return the hidden states unchanged."""
-        return hidden
 
 
 def _graphs() -> int:
@@ -100,17 +79,7 @@ def run_shape(name: str, shape: Shape, args: argparse.Namespace) -> dict[str, An
             block._compiled_call_impl = None  # back to eager for the next variant
         return out, graphs
 
-    half = shape.seq // 2
-    sched = RandomLTDScheduler(
-        {
-            "random_ltd_schedule": {
-                "min_value": half,
-                "max_value": shape.seq,
-                "schedule_config": {"require_steps": 10**9, "seq_per_step": 8},
-            },
-            "global_batch_size": shape.batch,
-        }
-    )
+    sched = harness.half_length_ltd_scheduler(shape)
 
     def ltd() -> list[float]:
         convert_to_random_ltd(model, sched)
@@ -121,12 +90,12 @@ def run_shape(name: str, shape: Shape, args: argparse.Namespace) -> dict[str, An
 
     def skip() -> list[float]:
         for block in blocks:
-            add_mixin(block, _SkipMixin)
+            add_mixin(block, harness.SkipBlockMixin)
         try:
             return time_variant(model, opt, shape, args)
         finally:
             for block in blocks:
-                remove_mixin(block, _SkipMixin)
+                remove_mixin(block, harness.SkipBlockMixin)
 
     base_first, graphs_base = compiled(lambda: time_variant(model, opt, shape, args))
     ltd_ms, graphs_ltd = compiled(ltd)
@@ -134,12 +103,7 @@ def run_shape(name: str, shape: Shape, args: argparse.Namespace) -> dict[str, An
     base_last, _ = compiled(lambda: time_variant(model, opt, shape, args))
 
     reserved = sched.current_seq
-    n_ltd = shape.layers - 2
-    full, dropped = block_flops(shape, shape.seq), block_flops(shape, reserved)
-    f = (2 * full + n_ltd * dropped) / (shape.layers * full)
-    flop_limit = (head_flops(shape) + f * shape.layers * full) / (
-        head_flops(shape) + shape.layers * full
-    )
+    f, flop_limit = harness.ltd_limits(shape, reserved)
     return {
         **harness.shape_row(name, shape),
         "reserved": reserved,
