@@ -18,6 +18,8 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
+    RobertaPreLayerNormConfig,
+    RobertaPreLayerNormForMaskedLM,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -50,6 +52,23 @@ def make_bert(num_layers: int = 4, attn: str = "eager") -> PreTrainedModel:
         attn_implementation=attn,
     )
     return BertForMaskedLM(cfg).eval()
+
+
+def make_roberta_preln(num_layers: int = 4, attn: str = "eager") -> PreTrainedModel:
+    """A tiny Pre-LN BERT masked-LM (RoBERTa-PreLayerNorm; positions start at pad id + 1)."""
+    cfg = RobertaPreLayerNormConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64 + 2,
+        pad_token_id=0,  # the BERT WordPiece vocabulary's [PAD]
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation=attn,
+    )
+    return RobertaPreLayerNormForMaskedLM(cfg).eval()
 
 
 def make_gpt2(num_layers: int = 4, attn: str = "eager") -> PreTrainedModel:
@@ -107,6 +126,7 @@ MODEL_FACTORIES: dict[str, Callable[..., PreTrainedModel]] = {
     "bert": make_bert,
     "gpt2": make_gpt2,
     "llama": make_llama,
+    "roberta_preln": make_roberta_preln,
     "vit": make_vit,
 }
 

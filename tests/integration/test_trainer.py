@@ -234,3 +234,44 @@ def test_evaluating_more_often_does_not_change_training(tmp_path: Path) -> None:
         train(recipe_from_dict(recipe), progress=False)
         losses.append([loss for _, loss in _losses(tmp_path / f"every{interval}")])
     assert losses[0] == losses[1]
+
+
+def _eval_losses(run_dir: Path) -> list[tuple[int, float]]:
+    """(step, eval loss) of every evaluated row of metrics.csv."""
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return [
+            (int(r["step"]), float(r["eval/loss"])) for r in csv.DictReader(f) if r["eval/loss"]
+        ]
+
+
+def test_stop_at_loss_ends_at_the_first_evaluation_reaching_it_and_resumes(
+    tmp_path: Path,
+) -> None:
+    """`eval.stop_at_loss` ends the run as at max_steps (model saved, no extra checkpoint,
+    the schedule unchanged), and a run stopped before it and resumed stops at the same step."""
+    from leantrain.trainer import recipe_from_dict, train
+
+    corpus = write_corpus(tmp_path / "corpus.txt", chars=8000)
+    recipe = tiny_recipe(corpus, tmp_path / "full", techniques=False)
+    recipe["eval"]["interval"] = 1
+    recipe["checkpoint_interval"] = None
+    train(recipe_from_dict(recipe), progress=False)
+    evals = _eval_losses(tmp_path / "full")
+    target = evals[3][1]
+    stop = next(step for step, loss in evals if loss <= target)
+    assert 3 <= stop <= 4  # the tiny model's validation loss falls over the first steps
+
+    recipe["eval"]["stop_at_loss"] = target
+    recipe["output_dir"] = str(tmp_path / "stopped")
+    final = train(recipe_from_dict(recipe), progress=False)
+    assert final["step"] == stop and final["eval/loss"] <= target
+    assert _losses(tmp_path / "stopped") == _losses(tmp_path / "full")[:stop]
+    assert (tmp_path / "stopped" / "model" / "config.json").is_file()
+    assert not (tmp_path / "stopped" / "checkpoints").exists()  # finished, nothing to resume
+
+    recipe["output_dir"] = str(tmp_path / "resumed")
+    train(recipe_from_dict(recipe), stop_at=2, progress=False)
+    assert (tmp_path / "resumed" / "checkpoints" / "step_00000002").is_dir()
+    final = train(recipe_from_dict(recipe), resume=True, progress=False)
+    assert final["step"] == stop
+    assert _losses(tmp_path / "resumed") == _losses(tmp_path / "stopped")

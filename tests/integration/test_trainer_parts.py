@@ -12,7 +12,7 @@ import torch
 from leantrain.errors import ConfigError
 from leantrain.trainer.data import MaskTokens, TokenBlocks, build_task_data
 from leantrain.trainer.metrics import glue_metrics
-from leantrain.trainer.recipe import apply_overrides, recipe_from_dict
+from leantrain.trainer.recipe import Recipe, apply_overrides, recipe_from_dict
 from leantrain.trainer.schedule import lr_at_step
 
 
@@ -154,3 +154,41 @@ def test_cifar_zip_reader_takes_a_spread_subset(shared_data: Path) -> None:
     )
     assert batch["pixel_values"].shape == (8, 3, 16, 16)
     assert batch["pixel_values"].dtype == torch.float32
+
+
+def test_roberta_style_position_table_is_sized_for_the_data(tmp_path: Path) -> None:
+    """RoBERTa-style models number positions from pad_token_id + 1: the trainer sizes the
+    table for data.seq_len when unset, and names the key when it is set or loaded too small."""
+    from leantrain.trainer.data import TaskData
+    from leantrain.trainer.loop import build_model
+
+    (tmp_path / "t.txt").write_text("x")
+    tiny = {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2}
+    data = TaskData(train=[], valid=None, collate_fn=list, model_fields={"pad_token_id": 0})
+
+    def recipe(seq_len: int, **config: object) -> Recipe:
+        return recipe_from_dict(
+            {
+                "task": "masked_lm",
+                "model": {"family": "roberta-prelayernorm", "config": {**tiny, **config}},
+                "data": {"train": str(tmp_path / "t.txt"), "seq_len": seq_len},
+            }
+        )
+
+    model = build_model(recipe(32), data)
+    assert model.config.max_position_embeddings == 33  # 32 tokens at positions 1..32
+    ids = torch.randint(5, 90, (2, 32))
+    assert model(input_ids=ids).logits.shape[:2] == (2, 32)
+    assert build_model(recipe(32, pad_token_id=1), data).config.max_position_embeddings == 34
+    with pytest.raises(ConfigError, match=r"model.config.max_position_embeddings: got 32.* 33"):
+        build_model(recipe(32, max_position_embeddings=32), data)
+    model.save_pretrained(tmp_path / "ckpt")
+    longer = recipe_from_dict(
+        {
+            "task": "masked_lm",
+            "model": {"pretrained": str(tmp_path / "ckpt")},
+            "data": {"train": str(tmp_path / "t.txt"), "seq_len": 40},
+        }
+    )
+    with pytest.raises(ConfigError, match="max_position_embeddings of model.pretrained: got 33"):
+        build_model(longer, data)

@@ -10,6 +10,7 @@ import yaml
 
 from leantrain.cli import main
 from leantrain.errors import ConfigError
+from leantrain.models import family_of_type
 from leantrain.trainer.recipe import load_recipe
 
 RECIPES = Path(__file__).parents[2] / "recipes"
@@ -27,7 +28,7 @@ _GLUE = [
 TINY: dict[str, list[str]] = {
     "bert_mlm_pld.yaml": [
         "model.config={num_hidden_layers: 6, hidden_size: 32, num_attention_heads: 2, "
-        "intermediate_size: 64, max_position_embeddings: 128}",
+        "intermediate_size: 64}",
         "data.subset=8",
         "data.valid_subset=4",
         "optim.micro_batch_size=2",
@@ -97,3 +98,18 @@ def test_recipe_runs_two_steps(
     if recipe.config.random_ltd_enabled:
         assert rows[0]["random_ltd/reserved_length"]
     assert (out / "model" / "config.json").is_file()
+
+
+def test_pld_recipes_use_a_pre_ln_family() -> None:
+    """PLD is meant for Pre-LN blocks: the BERT recipe and the GLUE recipes fine-tuning its
+    model (and building it when model.pretrained is null) name a Pre-LN family."""
+    families = {}
+    for path in sorted(RECIPES.glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        families[path.name] = raw["model"].get("family")
+        if raw.get("progressive_layer_drop", {}).get("enabled"):
+            family = family_of_type(families[path.name])
+            assert family is not None and family.pre_layernorm, path.name
+    bert = families["bert_mlm_pld.yaml"]
+    assert bert == "roberta-prelayernorm"
+    assert all(f == bert for name, f in families.items() if name.startswith("glue_"))

@@ -44,6 +44,7 @@ EXPECTED_PATHS = {
     "bert": "bert.encoder.layer",
     "gpt2": "transformer.h",
     "llama": "model.layers",
+    "roberta_preln": "roberta_prelayernorm.encoder.layer",
     "vit": "vit.layers",
 }
 

@@ -18,6 +18,7 @@ __all__ = [
     "ModelFamily",
     "UnknownModelError",
     "family_of",
+    "family_of_type",
     "find_block_list",
     "register_family",
     "registered_model_types",
@@ -48,6 +49,9 @@ class ModelFamily:
     keep_positions: tuple[int, ...] = ()
     #: Whether blocks are Pre-LayerNorm (PLD is meant for Pre-LN; Post-LN gets a warning).
     pre_layernorm: bool = True
+    #: RoBERTa-style learned positions: ids start at `pad_token_id + 1`, so a model reading
+    #: S tokens needs `max_position_embeddings >= S + pad_token_id + 1` (BERT-style: >= S).
+    positions_after_pad: bool = False
     #: Free-form notes shown in docs and errors.
     notes: str = field(default="", compare=False)
 
@@ -70,7 +74,11 @@ def registered_model_types() -> list[str]:
 def family_of(model: nn.Module) -> ModelFamily | None:
     """The registered family of a Hugging Face model, or None (no config, or not registered)."""
     config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
+    return family_of_type(getattr(config, "model_type", None))
+
+
+def family_of_type(model_type: object) -> ModelFamily | None:
+    """The registered family of a Hugging Face `model_type` string, or None."""
     return _REGISTRY.get(model_type) if isinstance(model_type, str) else None
 
 
@@ -146,6 +154,16 @@ BERT = register_family(
         keep_positions=(0,),
         pre_layernorm=False,
         notes="Post-LN: PLD is meant for Pre-LN blocks (see the PLD method card).",
+    )
+)
+ROBERTA_PRELN = register_family(
+    ModelFamily(
+        model_types=("roberta-prelayernorm",),
+        block_paths=("encoder.layer",),
+        kind="encoder",
+        keep_positions=(0,),
+        positions_after_pad=True,
+        notes="Pre-LN BERT/RoBERTa (fairseq --encoder-normalize-before): the PLD paper's block.",
     )
 )
 GPT2 = register_family(

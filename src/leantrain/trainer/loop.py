@@ -29,7 +29,8 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 import leantrain
-from leantrain.models import find_block_list
+from leantrain.errors import ConfigError
+from leantrain.models import family_of_type, find_block_list
 from leantrain.trainer.checkpoint import (
     full_model_state,
     latest_checkpoint,
@@ -92,18 +93,47 @@ def build_model(recipe: Recipe, data: TaskData) -> nn.Module:
     data_fields = dict(data.model_fields)
     if spec.pretrained is not None:  # keep the checkpoint's vocabulary; set the head size
         extra = {k: data_fields[k] for k in ("num_labels", "pad_token_id") if k in data_fields}
-        return auto.from_pretrained(
+        model = auto.from_pretrained(
             spec.pretrained,
             local_files_only=True,
             attn_implementation=spec.attn_implementation,
             **extra,
         )
-    config = transformers.AutoConfig.for_model(
-        str(spec.family),  # set: the recipe requires family when pretrained is unset
-        **{**data_fields, **spec.config, "attn_implementation": spec.attn_implementation},
-    )
-    model = auto.from_config(config)
-    return model
+        _check_positions(
+            recipe, model.config, "max_position_embeddings of model.pretrained", settable=False
+        )
+        return model
+    fields = {**data_fields, **spec.config, "attn_implementation": spec.attn_implementation}
+    family = family_of_type(spec.family)
+    if family is not None and family.positions_after_pad and recipe.task != "image_classification":
+        # RoBERTa-style ids start at pad + 1: size the table for the data unless the recipe did
+        fields.setdefault("max_position_embeddings", _positions_needed(recipe, fields))
+    config = transformers.AutoConfig.for_model(str(spec.family), **fields)  # family: required
+    _check_positions(recipe, config, "model.config.max_position_embeddings", settable=True)
+    return auto.from_config(config)
+
+
+def _positions_needed(recipe: Recipe, fields: dict[str, Any]) -> int:
+    """Position-table size a RoBERTa-style model needs for `data.seq_len` tokens."""
+    pad = fields.get("pad_token_id")
+    return recipe.data.seq_len + (pad if isinstance(pad, int) else 1) + 1
+
+
+def _check_positions(recipe: Recipe, config: Any, key: str, *, settable: bool) -> None:
+    """A RoBERTa-style model whose position table is too short for `data.seq_len` fails with
+    an index error deep in its embeddings; name the key to change instead."""
+    family = family_of_type(getattr(config, "model_type", None))
+    if family is None or not family.positions_after_pad or recipe.task == "image_classification":
+        return
+    need = _positions_needed(recipe, {"pad_token_id": config.pad_token_id})
+    have = config.max_position_embeddings
+    if have < need:
+        raise ConfigError(
+            f"{key}: got {have}; {config.model_type} numbers positions from pad_token_id + 1 = "
+            f"{config.pad_token_id + 1}, so data.seq_len {recipe.data.seq_len} needs at least "
+            f"{need}; set data.seq_len <= {have - config.pad_token_id - 1}"
+            + (" or leave the key unset (it is then sized to fit)" if settable else "")
+        )
 
 
 def _init_distributed(recipe: Recipe) -> tuple[int, int, torch.device]:
@@ -305,8 +335,9 @@ def train(
     progress: bool = True,
     on_step: Callable[[StepEvent], None] | None = None,
 ) -> dict[str, float]:
-    """Train `recipe` to `optim.max_steps` (or `stop_at`, keeping the schedule) and return the
-    final metrics. `resume` continues from the newest checkpoint in the output folder."""
+    """Train `recipe` to `optim.max_steps` (or `stop_at`, keeping the schedule, or the first
+    evaluation at or below `eval.stop_at_loss`) and return the final metrics. `resume`
+    continues from the newest checkpoint in the output folder."""
     # ---- setup
     rank, world, device = _init_distributed(recipe)
     out = Path(recipe.output_dir)
@@ -375,6 +406,7 @@ def train(
 
     # ---- loop
     wrapped.train()
+    reached = False
     while step < last:
         t0 = time.perf_counter()
         lr = _lr(recipe, step, handle.metrics()["tokens/layer_tokens"])
@@ -423,6 +455,7 @@ def train(
         }
         if step % recipe.eval.interval == 0 or step == opt.max_steps:
             row.update(evaluate(model, data, recipe, device))
+        reached = _reached(recipe, row, world, device)
         if step % recipe.log_interval == 0 or "eval/loss" in row or step == last:
             log.write(step, row)
         final = row
@@ -432,18 +465,35 @@ def train(
         bar.set_postfix(_postfix(row), refresh=False)
         if recipe.checkpoint_interval and step % recipe.checkpoint_interval == 0:
             checkpoint()
+        if reached:  # eval.stop_at_loss: the run is done, as at max_steps
+            logger.info("step %d: eval/loss %.4f reached eval.stop_at_loss", step, row["eval/loss"])
+            break
 
     # ---- teardown
     bar.close()
     interval = recipe.checkpoint_interval
-    if step < opt.max_steps or (interval and step % interval):
+    finished = step >= opt.max_steps or reached
+    if not finished or (interval and step % interval):
         checkpoint()  # stopped early (resume later), or the end is off the interval
-    if step >= opt.max_steps:
+    if finished:
         _save_model(model, out, rank)
     log.close()
     if dist.is_initialized():
         dist.barrier()
     return final
+
+
+def _reached(recipe: Recipe, row: dict[str, float], world: int, device: torch.device) -> bool:
+    """Whether this step's evaluation reached `eval.stop_at_loss` (on any rank, so all stop)."""
+    target = recipe.eval.stop_at_loss
+    if target is None or "eval/loss" not in row:  # every rank evaluates at the same steps
+        return False
+    hit = row["eval/loss"] <= target
+    if world > 1:
+        flag = torch.tensor(float(hit), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        hit = bool(flag.item())
+    return hit
 
 
 def _postfix(row: dict[str, float]) -> dict[str, str]:

@@ -172,6 +172,12 @@ class EvalSpec(_Spec):
     batch_size: int | None = Field(
         default=None, ge=1, description="Default: optim.micro_batch_size."
     )
+    stop_at_loss: float | None = Field(
+        default=None,
+        description="End the run at the first evaluation whose loss is at or below this, "
+        "as if it had reached optim.max_steps (the model is saved; the LR schedule still "
+        "follows max_steps). For time-to-quality runs.",
+    )
 
 
 class Recipe(_Spec):
