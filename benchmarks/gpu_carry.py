@@ -20,9 +20,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import time_to_quality
+
 __all__ = [
     "CARRY_LIMIT",
     "DATA_FILES",
+    "NOTES",
     "WHEELS",
     "cifar_subset",
     "copy_data",
@@ -34,24 +37,14 @@ REPO = Path(__file__).resolve().parents[1]
 CARRY_LIMIT = 64 * 2**20
 """What may travel to the GPU machine in all: tracked files plus carried folders."""
 
-DATA_FILES = [
-    "lm/tiny-shakespeare/input.txt",
-    "lm/wikitext-2/wiki.valid.tokens",
-    "lm/wikitext-2/wiki.test.tokens",
-    "tokenizers/bert-base-uncased/vocab.txt",
-    "tokenizers/gpt2/vocab.json",
-    "tokenizers/gpt2/merges.txt",
-    *(
-        f"glue/{task}/{name}"
-        for task in ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")
-        for name in ("train.tsv", "dev.tsv", "PROVENANCE.md")
-    ),
-    "glue/MRPC/LICENSE-MSR-SSLA.htm",  # MRPC is non-commercial: its licence travels with it
-    "glue/STS-B/LICENSE.txt",
-]
-"""Files copied as they are, relative to the data root."""
+CIFAR = time_to_quality.CIFAR_ZIP
+DATA_FILES = sorted(
+    {rel for files in time_to_quality.DATA_FILES.values() for rel in files if rel != CIFAR}
+)
+"""Files copied as they are, relative to the data root (with their folder's notes, below)."""
+NOTES = ("PROVENANCE.md", "LICENSE*", "readme.txt")
+"""Files beside the data that travel with it: MRPC is non-commercial, its licence goes along."""
 
-CIFAR = "vision/cifar10-jpg/cifar10_jpg.zip"
 
 WHEELS = [
     "pydantic==2.14.4",
@@ -68,13 +61,16 @@ DEEPSPEED = "deepspeed==0.19.7"
 
 
 def copy_data(root: Path, dest: Path) -> None:
-    """Copy `DATA_FILES` from `root` to `dest`, keeping their relative paths."""
+    """Copy `DATA_FILES` and the notes beside them from `root` to `dest`, keeping their paths."""
     for rel in DATA_FILES:
         src = root / rel
         if not src.is_file():
             raise SystemExit(f"{src}: missing; expected the shared data folder at {root}")
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest / rel)
+        for pattern in NOTES:
+            for note in src.parent.glob(pattern):
+                shutil.copy2(note, dest / rel.rsplit("/", 1)[0] / note.name)
 
 
 def cifar_subset(src: Path, dest: Path, train_per_class: int, test_per_class: int) -> int:
@@ -90,9 +86,10 @@ def cifar_subset(src: Path, dest: Path, train_per_class: int, test_per_class: in
                 zout.writestr(name, zin.read(name))
                 count += 1
     tmp.replace(dest)
+    shutil.copy2(src.parent / "PROVENANCE.md", dest.parent / "PROVENANCE.md")
     note = dest.parent / "SUBSET.md"
     note.write_text(
-        f"A subset of `{CIFAR}` from ../shared/data (see its PROVENANCE.md there): images "
+        f"A subset of `{CIFAR}` from ../shared/data (see PROVENANCE.md beside this): images "
         f"0..{train_per_class - 1} of each class of train and 0..{test_per_class - 1} of test, "
         f"{count} images, same zip layout. Made by benchmarks/gpu_carry.py for a GPU run.\n"
     )

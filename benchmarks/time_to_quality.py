@@ -69,14 +69,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _harness as harness
+import _ttq_report as report
 import torch
 from transformers.utils import logging as hf_logging
 
 from leantrain.trainer import load_recipe, train
 from leantrain.trainer.recipe import DATA_ROOT_ENV, Recipe
-from leantrain.trainer.report import plot_runs, read_metrics, time_to_loss
+from leantrain.trainer.report import plot_runs, read_metrics
 
-__all__ = ["DATA_FILES", "PUBLISHED_GLUE", "SCALES", "WORKLOADS", "Scale", "main"]
+__all__ = ["DATA_FILES", "SCALES", "WORKLOADS", "Scale", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -100,15 +102,6 @@ DATA_FILES: dict[str, list[str]] = {
     "vit": [CIFAR_ZIP],
 }
 """What each workload reads, relative to the data root."""
-
-#: Zhang & He 2020 (NeurIPS), Table "GLUE dev results", as quoted in SPEC.md §1 "Published GLUE
-#: results (fine-tuned from the PLD checkpoint)": BERT-base on Wikipedia + BookCorpus.
-PUBLISHED_GLUE = {
-    "BERT-base original (published)": ("66.4", "88.9/84.8", "87.1/89.2", "52.1", "93.5"),
-    "BERT-base, their impl. (published)": ("67.8", "88.0/86.0", "89.5/89.2", "52.5", "91.2"),
-    "PLD (published)": ("69.3", "86.6/84.3", "90.0/89.6", "55.8", "91.6"),
-}
-GLUE_HEADER = ["model", "RTE acc", "MRPC F1/acc", "STS-B P/S", "CoLA MCC", "SST-2 acc"]
 
 
 # -- sizes -----------------------------------------------------------------------------------
@@ -253,138 +246,6 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A markdown table of `header` and `rows` (cells already formatted)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
-
-
-def _last_eval(rows: Sequence[dict[str, float]], key: str = "eval/loss") -> float:
-    return [r[key] for r in rows if key in r][-1]
-
-
-def _best_eval(rows: Sequence[dict[str, float]]) -> tuple[float, float]:
-    """(lowest validation loss, its step)."""
-    return min((r["eval/loss"], r["step"]) for r in rows if "eval/loss" in r)
-
-
-def _run_row(
-    name: str, rows: Sequence[dict[str, float]], target: float, baseline_best: float
-) -> dict[str, float | str]:
-    """What a run spent and reached, and what it took to reach `target` (and the baseline's best
-    validation loss)."""
-    last = rows[-1]
-    best, best_step = _best_eval(rows)
-    return {
-        "run": name,
-        "steps": last["step"],
-        "wall_s": last["wall_s"],
-        "ms_per_step": 1000 * last["wall_s"] / last["step"],
-        "tokens": last["tokens"],
-        "layer_tokens": last["layer_tokens"],
-        "final_eval_loss": _last_eval(rows),
-        "best_eval_loss": best,
-        "best_step": best_step,
-        **{k: v for k, v in last.items() if k.startswith("eval/") and k != "eval/loss"},
-        **{
-            f"{x}_to_target": time_to_loss(rows, target, x)
-            for x in ("step", "wall_s", "tokens", "layer_tokens")
-        },
-        "wall_s_to_best": time_to_loss(rows, baseline_best, "wall_s"),
-    }
-
-
-def _num(value: float | str, digits: int = 4) -> str:
-    if isinstance(value, str):
-        return value
-    if not math.isfinite(value):
-        return "not reached"
-    if abs(value) >= 1e5:
-        return f"{value / 1e6:.2f}M"
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.{digits}g}"
-
-
-def _ratio(base: float | str, other: float | str) -> str:
-    if isinstance(base, str) or isinstance(other, str) or not math.isfinite(other) or other <= 0:
-        return "-"
-    return f"{base / other:.2f}x"
-
-
-def _comparison(rows: list[dict[str, float | str]], target: float, extra: Sequence[str]) -> str:
-    """Table of the runs: what each spent, reached, and needed to reach `target`."""
-    header = ["run", "steps", "train s", "ms/step", "final eval loss", "best (step)", *extra]
-    header += ["steps to target", "s to target", "tokens to target", "layer-tokens to target"]
-    cells = []
-    for r in rows:
-        cells.append(
-            [
-                str(r["run"]),
-                _num(r["steps"]),
-                _num(r["wall_s"]),
-                _num(r["ms_per_step"]),
-                _num(r["final_eval_loss"]),
-                f"{_num(r['best_eval_loss'])} ({_num(r['best_step'])})",
-                *(_num(r[k]) for k in extra),
-                *(_num(r[f"{x}_to_target"]) for x in ("step", "wall_s", "tokens", "layer_tokens")),
-            ]
-        )
-    base, tech = rows[0], rows[-1]
-    lines = [
-        f"Target: the baseline's final validation loss, {target:.4f}. Training seconds exclude "
-        "evaluation; tokens are effective tokens as Megatron-DeepSpeed counts them (curriculum "
-        "length; random-LTD's reserved length averaged over the layers); layer-tokens are what "
-        "the blocks processed (PLD: kept blocks only).",
-        "",
-        markdown_table(header, cells),
-        "",
-    ]
-    if isinstance(tech["wall_s_to_target"], float) and math.isfinite(tech["wall_s_to_target"]):
-        lines.append(
-            f"**{tech['run']} vs {base['run']} to the target: wall-clock "
-            f"{_ratio(base['wall_s_to_target'], tech['wall_s_to_target'])} faster, tokens "
-            f"{_ratio(base['tokens_to_target'], tech['tokens_to_target'])} fewer, layer-tokens "
-            f"{_ratio(base['layer_tokens_to_target'], tech['layer_tokens_to_target'])} fewer** "
-            "(baseline / technique)."
-        )
-    else:
-        lines.append(
-            f"**{tech['run']} did not reach the target within {_num(tech['steps'])} steps** "
-            f"(final {_num(tech['final_eval_loss'])} against {target:.4f})."
-        )
-    best = float(base["best_eval_loss"])
-    if best < target - 1e-3:
-        lines.append(
-            f"\nNote: the baseline's validation loss bottomed at {best:.4f} (step "
-            f"{_num(base['best_step'])}) before its final {target:.4f}: it overfits this small "
-            "corpus, and its final loss is an easier target than its best. To its best loss: "
-            + ", ".join(f"{r['run']} {_num(r['wall_s_to_best'])} s" for r in rows)
-            + "."
-        )
-    return "\n".join(lines)
-
-
-def _finite(obj: Any) -> Any:
-    """`obj` with NaN and infinities as None (JSON has no NaN)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _sizes(recipe: Recipe) -> str:
-    cfg = ", ".join(f"{k}={v}" for k, v in recipe.model.config.items())
-    o = recipe.optim
-    return (
-        f"{recipe.model.family or recipe.model.pretrained} ({cfg}); data.seq_len "
-        f"{recipe.data.seq_len}; batch {o.micro_batch_size}x{o.grad_accum}; lr {o.lr}; "
-        f"warmup {o.warmup_steps}; decay {o.decay}; max_steps {o.max_steps}; eval every "
-        f"{recipe.eval.interval}"
-    )
-
-
 def _write_summary(
     bench: Bench, workload: str, title: str, body: str, data: dict[str, Any], runs: list[str]
 ) -> str:
@@ -394,7 +255,9 @@ def _write_summary(
     meta = "\n".join(f"- {k}: {v}" for k, v in bench.meta.items())
     text = f"# time_to_quality: {title}\n\n{meta}\n\n{body}\n\n![loss curves]({png.name})\n"
     (folder / "summary.md").write_text(text)
-    (folder / "summary.json").write_text(json.dumps(_finite({**bench.meta, **data}), indent=1))
+    (folder / "summary.json").write_text(
+        json.dumps(report.finite({**bench.meta, **data}), indent=1)
+    )
     return text
 
 
@@ -438,17 +301,20 @@ def _race(
     bench.warm_up(file, shared)
     base = bench.recipe(file, shared, f"{workload}/baseline")
     rows_b = bench.run(workload, "baseline", base)
-    target = _last_eval(rows_b)
+    target = report.last_eval(rows_b)
     name, overrides = technique
     steps = math.ceil(STEP_BUDGET * base.optim.max_steps)
     sets = [*bench.base(workload), *overrides(base), f"optim.max_steps={steps}"]
     sets.append(f"eval.stop_at_loss={target!r}")
     rows_t = bench.run(workload, name, bench.recipe(file, sets, f"{workload}/{name}"))
-    best = _best_eval(rows_b)[0]
-    rows = [_run_row("baseline", rows_b, target, best), _run_row(name, rows_t, target, best)]
+    best = report.best_eval(rows_b)[0]
+    rows = [
+        report.run_row("baseline", rows_b, target, best),
+        report.run_row(name, rows_t, target, best),
+    ]
     changes = " ".join(f"`{o}`" for o in [*overrides(base), f"optim.max_steps={steps}"])
-    body = f"Sizes: {_sizes(base)}.\n\n{name}: the same with {changes}.\n\n"
-    body += _comparison(rows, target, extra)
+    body = f"Sizes: {report.recipe_sizes(base)}.\n\n{name}: the same with {changes}.\n\n"
+    body += report.comparison(rows, target, extra)
     data = {"target": target, "runs": rows}
     return _write_summary(bench, workload, title, body, data, ["baseline", name])
 
@@ -508,10 +374,10 @@ def run_bert(bench: Bench) -> str:
     bench.warm_up(file, off)
     base = bench.recipe(file, off, "bert/baseline")
     pretrained = {"baseline": bench.run("bert", "baseline", base)}
-    target = _last_eval(pretrained["baseline"])
+    target = report.last_eval(pretrained["baseline"])
     pretrained["pld"] = bench.run("bert", "pld", bench.recipe(file, bench.base("bert"), "bert/pld"))
-    best = _best_eval(pretrained["baseline"])[0]
-    rows = [_run_row(k, v, target, best) for k, v in pretrained.items()]
+    best = report.best_eval(pretrained["baseline"])[0]
+    rows = [report.run_row(k, v, target, best) for k, v in pretrained.items()]
     glue: dict[str, dict[str, dict[str, float]]] = {}
     for variant in pretrained:
         model = bench.work / "bert" / variant / "model"
@@ -525,12 +391,12 @@ def run_bert(bench: Bench) -> str:
             }
     body = "\n\n".join(
         [
-            f"Pre-training sizes: {_sizes(base)}.",
-            _comparison(rows, target, []),
-            f"GLUE dev, fine-tuned from each model: {_glue_sizes(recipe)}. Ours are tiny models pre-trained for minutes on 0.26M "
+            f"Pre-training sizes: {report.recipe_sizes(base)}.",
+            report.comparison(rows, target, []),
+            f"GLUE dev, fine-tuned from each model: {report.glue_sizes(recipe)}. Ours are tiny models pre-trained for minutes on 0.26M "
             "tokens; the published rows are BERT-base on Wikipedia + BookCorpus (Zhang & He "
             "2020, NeurIPS, GLUE dev table, as quoted in SPEC.md §1), for scale only.",
-            markdown_table(GLUE_HEADER, _glue_cells(glue)),
+            harness.markdown_table(report.GLUE_HEADER, report.glue_cells(glue)),
         ]
     )
     return _write_summary(
@@ -541,35 +407,6 @@ def run_bert(bench: Bench) -> str:
         {"target": target, "runs": rows, "glue": glue},
         list(pretrained),
     )
-
-
-def _glue_sizes(recipe: Recipe) -> str:
-    o = recipe.optim
-    return (
-        f"{o.max_steps} steps of {o.micro_batch_size} (warmup {o.warmup_steps}, {o.decay} "
-        f"decay), data.seq_len {recipe.data.seq_len}, the paper's LR per task (the glue_*.yaml "
-        f"recipes), training rows <= {recipe.data.subset or 'all'}, full dev sets unless "
-        f"data.valid_subset ({recipe.data.valid_subset or 'unset'})"
-    )
-
-
-def _glue_cells(glue: dict[str, dict[str, dict[str, float]]]) -> list[list[str]]:
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}"
-
-    cells = []
-    for variant, m in glue.items():
-        cells.append(
-            [
-                f"ours: {variant}",
-                pct(m["rte"]["accuracy"]),
-                f"{pct(m['mrpc']['f1'])}/{pct(m['mrpc']['accuracy'])}",
-                f"{pct(m['stsb']['pearson'])}/{pct(m['stsb']['spearman'])}",
-                pct(m["cola"]["matthews_corr"]),
-                pct(m["sst2"]["accuracy"]),
-            ]
-        )
-    return cells + [[name, *values] for name, values in PUBLISHED_GLUE.items()]
 
 
 WORKLOADS: dict[str, Callable[[Bench], str]] = {"gpt": run_gpt, "bert": run_bert, "vit": run_vit}

@@ -22,7 +22,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The benchmark script as a module (benchmarks/ is not a package), registered in
-    sys.modules while the test runs (dataclasses look their module up there)."""
+    sys.modules while the test runs (dataclasses look their module up there), with benchmarks/
+    on sys.path for its helper modules, as when it runs as a script."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("time_to_quality", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

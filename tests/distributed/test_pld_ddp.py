@@ -6,6 +6,8 @@ per-rank program. Each rank feeds different data, as data parallelism does.
 
 from __future__ import annotations
 
+import faulthandler
+import gc
 import json
 import os
 import socket
@@ -17,7 +19,8 @@ from typing import Any
 import pytest
 
 STEPS = 6
-FIRST_STEP = 2000  # θ(2000) ≈ 0.57 with γ = 0.001: layers are dropped from the first step
+FIRST_STEP = 2000  # θ(2000) ≈ 0.57 with γ = 0.001; the coins skip layers from step 2002
+WATCHDOG_S = 150  # a healthy launch takes 5-40 s, even on 2 loaded cores
 
 
 def _free_port() -> int:
@@ -27,30 +30,32 @@ def _free_port() -> int:
 
 
 def _launch(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run this file on 2 gloo ranks. A launch that hangs is retried once on a fresh port:
-    under heavy load the gloo job was seen to stall intermittently in pytest runs (not yet
-    explained; 7 of 7 direct launches passed), and a second stall fails the test."""
-    for attempt in range(2):
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--nnodes",
-            "1",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(_free_port()),
-            __file__,
-        ]
-        try:
-            return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-        except subprocess.TimeoutExpired:
-            if attempt == 1:
-                raise
-    raise AssertionError("unreachable")
+    """Run this file on 2 gloo ranks. A rank still running after WATCHDOG_S dumps its Python
+    stacks to stderr and exits, so a stall fails the test with the stacks in its message."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--nnodes",
+        "1",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        __file__,
+    ]
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=2 * WATCHDOG_S)
+    except subprocess.TimeoutExpired as err:  # the launcher itself hung: show what it printed
+        out = "".join(_text(o)[-4000:] for o in (err.stdout, err.stderr))
+        raise AssertionError(f"2-rank launch still running after {err.timeout} s:\n{out}") from None
+
+
+def _text(output: str | bytes | None) -> str:
+    """TimeoutExpired carries bytes even from a text-mode run."""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 @pytest.mark.distributed
@@ -84,6 +89,7 @@ def _worker() -> None:
 
     from leantrain.pld import ProgressiveLayerDrop, convert_to_progressive_layer_drop, kept_layers
 
+    faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)  # a stall shows where it is
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts them)
@@ -119,6 +125,14 @@ def _worker() -> None:
     dist.all_gather(gathered, after)
     result["params_bitwise_equal"] = torch.equal(gathered[0], gathered[1])
     Path(os.environ["PLD_DIST_OUT"], f"rank{rank}.json").write_text(json.dumps(result))
+    # Free DDP before destroying the group. DDP's C++ Reducer owns a reference to the gloo
+    # group and pybind11 frees the Reducer with the GIL held; as the group's last owner it would
+    # join gloo's worker threads under the GIL while one may still be freeing the all_gather's
+    # work, whose tensors need the GIL: a deadlock at `_worker`'s return (1 DDP launch in ~10
+    # on 2 loaded cores). Freed first, the last owner is the group's Python handle, whose
+    # destructor releases the GIL.
+    del wrapped, opt
+    gc.collect()
     dist.destroy_process_group()
     if not result["params_bitwise_equal"]:
         sys.exit(3)
