@@ -116,6 +116,7 @@ def _route_step(
     w = w.detach().requires_grad_(True)
     kept, route = gather_route(x, idx, batch_first=batch_first)
     out = scatter_route(route, kept * w)
+    assert out._base is None  # a tensor of its own: FSDP2 warns about blocks returning views
     out.backward(grad)
     assert x.grad is not None and w.grad is not None
     return kept.detach(), out.detach(), x.grad, w.grad

@@ -274,20 +274,23 @@ class _ScatterKept(torch.autograd.Function):
     """out = x with the kept rows replaced by y, through the inverse map `slot`."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, y: Tensor, slot: Tensor) -> Tensor:
-        """Merge `y` [M, D] into `x` [N, D] in one pass; returns a new [N, D] tensor."""
+    def forward(ctx: Any, x: Tensor, y: Tensor, slot: Tensor, shape: torch.Size) -> Tensor:
+        """Merge `y` [M, D] into `x` [N, D] in one pass into a new tensor of `shape` (N·D values;
+        a tensor of its own, not a view: FSDP2 warns about blocks that return views)."""
         ctx.save_for_backward(slot)
         ctx.kept_rows = y.shape[0]
-        return merge_rows(x, y, slot, torch.empty_like(x))
+        out = x.new_empty(shape)
+        merge_rows(x, y, slot, out.view(x.shape))
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None]:
-        """Split the output gradient [N, D] into dx (kept rows zero) and dy [M, D]."""
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None, None]:
+        """Split the output gradient (N·D values) into dx [N, D] (kept rows zero), dy [M, D]."""
         (slot,) = ctx.saved_tensors
-        g = g.contiguous()
+        g = g.contiguous().view(slot.numel(), -1)  # [N, D]
         dx, dy = torch.empty_like(g), g.new_empty(ctx.kept_rows, g.shape[1])
-        return (*split_rows(g, slot, dx, dy), None)
+        return (*split_rows(g, slot, dx, dy), None, None)
 
 
 def fused_gather(x: Tensor, flat: Tensor) -> tuple[Tensor, Tensor]:
@@ -295,6 +298,9 @@ def fused_gather(x: Tensor, flat: Tensor) -> tuple[Tensor, Tensor]:
     return _GatherKept.apply(x.contiguous(), flat)
 
 
-def fused_scatter(skip: Tensor, kept: Tensor, slot: Tensor) -> Tensor:
-    """`skip` [N, D] (from `fused_gather`) with its kept rows replaced by `kept` [M, D]."""
-    return _ScatterKept.apply(skip, kept.contiguous(), slot)
+def fused_scatter(
+    skip: Tensor, kept: Tensor, slot: Tensor, shape: torch.Size | None = None
+) -> Tensor:
+    """`skip` [N, D] (from `fused_gather`) with its kept rows replaced by `kept` [M, D], as a new
+    tensor of `shape` (default [N, D])."""
+    return _ScatterKept.apply(skip, kept.contiguous(), slot, shape or skip.shape)

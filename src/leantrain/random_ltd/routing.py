@@ -69,11 +69,15 @@ def _check_output(hidden: Tensor, kept: Tensor, flat: Tensor) -> None:
 
 
 def scatter_tokens(hidden: Tensor, kept: Tensor, flat: Tensor) -> Tensor:
-    """`hidden` [B, S, *] with the rows at `flat` replaced by `kept` [B, r, *] (out of place)."""
+    """`hidden` [B, S, *] with the rows at `flat` replaced by `kept` [B, r, *] (out of place).
+
+    The result is a tensor of its own, not a view (FSDP2 warns about blocks returning views).
+    """
     _check_output(hidden, kept, flat)
     rest = hidden.shape[2:]
-    kept = kept.to(hidden.dtype)
-    return hidden.reshape(-1, *rest).index_copy(0, flat, kept.reshape(-1, *rest)).view_as(hidden)
+    out = hidden.clone(memory_format=torch.contiguous_format)  # [B, S, *]
+    out.view(-1, *rest).index_copy_(0, flat, kept.to(hidden.dtype).reshape(-1, *rest))
+    return out
 
 
 class TokenRoute(NamedTuple):
@@ -188,4 +192,4 @@ def _fused_scatter_route(hidden: Tensor, kept: Tensor, flat: Tensor, slot: Tenso
     _check_output(hidden, kept, flat)
     rows, width = hidden.shape[0] * hidden.shape[1], math.prod(hidden.shape[2:])
     kept = kept.to(hidden.dtype).reshape(flat.numel(), width)  # [B·r, D]
-    return fused_scatter(hidden.reshape(rows, width), kept, slot).view(hidden.shape)
+    return fused_scatter(hidden.reshape(rows, width), kept, slot, hidden.shape)
