@@ -384,9 +384,16 @@ def add_run_arguments(parser: argparse.ArgumentParser, shapes: Iterable[str], re
     parser.add_argument("--warmup", type=int, default=None)
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, threads_help: str) -> None:
-    """--compile-blocks, --threads, --json."""
-    parser.add_argument("--compile-blocks", action="store_true", help="torch.compile each block")
+def add_output_arguments(
+    parser: argparse.ArgumentParser, threads_help: str, *, compile_blocks: bool = True
+) -> None:
+    """--compile-blocks (unless `compile_blocks` is False: always eager), --threads, --json."""
+    if compile_blocks:
+        parser.add_argument(
+            "--compile-blocks", action="store_true", help="torch.compile each block"
+        )
+    else:
+        parser.set_defaults(compile_blocks=False)
     parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
 
@@ -399,10 +406,13 @@ def resolve_defaults(
     cpu_steps: int,
     cpu_warmup: int,
 ) -> bool:
-    """Fill dtype, shapes, steps and warm-up left unset by device; returns whether on a GPU.
+    """Fill dtype, shapes, steps and warm-up left unset by device, and apply --threads; returns
+    whether on a GPU.
 
     On a GPU: bf16, `gpu_shapes`, 20 steps, 5 warm-up; otherwise fp32 and the `cpu_*` values.
     """
+    if args.threads:
+        torch.set_num_threads(args.threads)
     on_gpu = torch.device(args.device).type == "cuda"
     args.dtype = args.dtype or ("bf16" if on_gpu else "fp32")
     args.shapes = args.shapes or (gpu_shapes if on_gpu else cpu_shapes)
@@ -415,18 +425,23 @@ def run_shapes(
     parser: argparse.ArgumentParser,
     args: argparse.Namespace,
     shapes: Mapping[str, Shape],
-    run_shape: Callable[[str, Shape, argparse.Namespace], dict[str, Any]],
+    run_shape: Callable[[str, Shape, argparse.Namespace], dict[str, Any] | list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
-    """Run `run_shape` on each of `args.shapes`, printing each row as JSON as it comes.
+    """Run `run_shape` (one row, or a list of rows, per shape) on each of `args.shapes`,
+    printing each row as JSON as it comes.
 
-    Unknown names are a parser error; the rows also go to `args.json` when set.
+    Unknown names are a parser error before anything runs; the rows also go to `args.json`.
     """
-    rows = []
-    for name in args.shapes.split(","):
+    names = args.shapes.split(",")
+    for name in names:
         if name not in shapes:
             parser.error(f"--shapes: unknown {name!r}; choose from {sorted(shapes)}")
-        rows.append(run_shape(name, shapes[name], args))
-        print(json.dumps(rows[-1]), flush=True)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        out = run_shape(name, shapes[name], args)
+        for row in out if isinstance(out, list) else [out]:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)

@@ -126,8 +126,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--gamma", type=float, default=0.001)
     harness.add_output_arguments(parser, threads_help="torch CPU threads")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.gamma <= 0:
         parser.error("--gamma: must be > 0 so that θ(t) reaches θ̄")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

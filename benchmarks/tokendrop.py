@@ -119,8 +119,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     harness.add_run_arguments(parser, SHAPES, repeats=3)
     harness.add_output_arguments(parser, threads_help="CPU threads (torch default)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     on_gpu = harness.resolve_defaults(
         args,
         gpu_shapes="gpt2-1024,bert-128,bert-512",

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import statistics
 import sys
@@ -310,11 +309,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         help="DeepSpeed's low precision: its torch_autocast section (fp32 weights, like our "
         "loop) or its bf16/fp16 section (low-precision weights, fp32 master copy)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", default=None, help="also write the rows to this file")
+    harness.add_output_arguments(parser, threads_help="torch CPU threads", compile_blocks=False)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     on_gpu = harness.resolve_defaults(
         args,
         gpu_shapes="gpt2-1024,bert-128,bert-512",
@@ -322,23 +318,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         cpu_steps=3,
         cpu_warmup=1,
     )
-    names = args.shapes.split(",")
-    for name in names:
-        if name not in SHAPES:
-            parser.error(f"--shapes: unknown {name!r}; choose from {sorted(SHAPES)}")
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        for row in run_shape(name, SHAPES[name], args):
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh, indent=2)
+    rows = harness.run_shapes(parser, args, SHAPES, run_shape)
     status = deepspeed_skip_reason(torch.device(args.device)) or f"deepspeed {DEEPSPEED_VERSION}"
     print(
         f"\ndevice {harness.device_name(on_gpu)} ({torch.get_num_threads()} CPU threads), torch "
         f"{torch.__version__}, {status}, {args.dtype} (DeepSpeed: {args.ds_precision}), "
-        f"θ̄ {args.theta}, {args.repeats}x{args.steps} steps after {args.warmup} warm-up, eager"
+        f"θ̄ {args.theta}, {harness.run_summary(args)}"
     )
     print(variant_table(rows))
     print()
