@@ -9,20 +9,29 @@ recipe (mixins + base class) rather than by name: `torch.save(model)` works whil
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from typing import Any, NamedTuple
 
+import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
+from torch.utils.hooks import RemovableHandle
 
 from leantrain.errors import LeantrainError
+from leantrain.models.registry import BlockList
 
 __all__ = [
+    "DepthCounter",
+    "ForwardSlots",
     "SurgeryError",
     "add_mixin",
     "conversions",
     "ensure_plain_model",
     "forget_conversion",
+    "forward_slots",
     "has_mixin",
+    "plain_class",
     "record_conversion",
     "remove_mixin",
 ]
@@ -101,6 +110,11 @@ def _reduce_converted(self: Any, protocol: Any) -> tuple[Any, ...]:
     return (_new_converted, (tuple(mixins), base), *reduced[2:])
 
 
+def plain_class(module: nn.Module) -> type:
+    """The class of `module` beneath any leantrain mixins (its own class when not converted)."""
+    return _mixins_and_base(type(module))[1]
+
+
 def has_mixin(module: nn.Module, mixin: type) -> bool:
     """Whether `module` currently carries `mixin`."""
     return mixin in _mixins_and_base(type(module))[0]
@@ -119,6 +133,43 @@ def remove_mixin(module: nn.Module, mixin: type) -> None:
     if mixin not in mixins:
         raise SurgeryError(f"{type(module).__name__} is not converted by {mixin.__name__}")
     module.__class__ = _converted_class(tuple(m for m in mixins if m is not mixin), base)
+
+
+class ForwardSlots(NamedTuple):
+    """How a block's own forward takes its arguments (beneath any leantrain mixin)."""
+
+    #: Name of the first parameter after self (the hidden states).
+    first: str
+    #: Positional slot of each parameter that can be passed by position (before any *args).
+    positions: dict[str, int]
+    #: Every parameter name.
+    names: frozenset[str]
+    #: Whether the forward takes **kwargs.
+    var_keyword: bool
+
+
+@functools.cache
+def _slots_of(base: type[nn.Module]) -> ForwardSlots:
+    params = list(inspect.signature(base.forward).parameters.values())[1:]  # drop self
+    if not params or params[0].kind not in (
+        params[0].POSITIONAL_ONLY,
+        params[0].POSITIONAL_OR_KEYWORD,
+    ):
+        raise SurgeryError(
+            f"{base.__name__}.forward must take the hidden states as its first argument"
+        )
+    positions: dict[str, int] = {}
+    for i, p in enumerate(params):
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        positions[p.name] = i
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+    return ForwardSlots(params[0].name, positions, frozenset(p.name for p in params), var_kw)
+
+
+def forward_slots(block: nn.Module) -> ForwardSlots:
+    """The argument layout of `block`'s plain forward (cached per class)."""
+    return _slots_of(plain_class(block))
 
 
 def record_conversion(model: nn.Module, technique: str, info: Any) -> None:
@@ -140,3 +191,41 @@ def forget_conversion(model: nn.Module, technique: str) -> Any:
 def conversions(model: nn.Module) -> dict[str, Any]:
     """What each technique converted in `model`, by technique name."""
     return dict(model.__dict__.get(_RECORD_ATTR, {}))
+
+
+class DepthCounter:
+    """Which depth a block shared across depths (ALBERT) is running at in the current forward.
+
+    The stack owner's forward pre-hook restarts the count; each block's pre-hook (which runs
+    before any technique's forward, so also for calls another technique skips) takes the next
+    depth. A technique reads `current` inside the block's forward. Each technique keeps its own
+    counter, so conversions stay independent.
+    """
+
+    def __init__(self, stack: BlockList, technique: str) -> None:
+        self.depth = stack.depth
+        self.technique = technique
+        self.current = 0
+        self._next = 0
+        self._hooks: list[RemovableHandle] = [stack.owner.register_forward_pre_hook(self._restart)]
+        self._hooks += [b.register_forward_pre_hook(self._advance) for b in set(stack.blocks)]
+
+    @torch.compiler.disable
+    def _restart(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self._next = 0
+
+    @torch.compiler.disable
+    def _advance(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if self._next >= self.depth:
+            raise SurgeryError(
+                f"{self.technique}: a shared block ran more than the {self.depth} times one "
+                "forward makes (gradient checkpointing re-runs blocks, which a stack shared "
+                "across depths cannot tell apart: turn it off for this model)"
+            )
+        self.current = self._next
+        self._next += 1
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for hook in self._hooks:
+            hook.remove()

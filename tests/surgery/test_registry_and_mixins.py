@@ -20,6 +20,7 @@ from leantrain import (
 )
 from leantrain.models import (
     ModelFamily,
+    Stack,
     UnknownModelError,
     family_of,
     find_block_list,
@@ -40,26 +41,14 @@ from leantrain.surgery import (
     remove_mixin,
 )
 
-EXPECTED_PATHS = {
-    "bert": "bert.encoder.layer",
-    "gpt2": "transformer.h",
-    "llama": "model.layers",
-    "roberta_preln": "roberta_prelayernorm.encoder.layer",
-    "vit": "vit.layers",
-}
-
-
-def test_block_list_found_for_every_family(arch: str, tiny_model: PreTrainedModel) -> None:
-    blocks = find_block_list(tiny_model)
-    assert blocks.path == EXPECTED_PATHS[arch]
-    assert len(blocks) == 4
-    assert blocks.family is family_of(tiny_model)
-
 
 def test_block_list_by_module_or_path(tiny_model: PreTrainedModel) -> None:
     found = find_block_list(tiny_model)
+    assert found.family is family_of(tiny_model) and len(found) == 4
     assert find_block_list(tiny_model, found.blocks).path == found.path
     assert find_block_list(tiny_model, found.path).blocks is found.blocks
+    assert find_block_list(tiny_model, found) is found
+    assert find_block_list(tiny_model, found.path).stack is found.stack  # called the family's way
 
 
 def test_bad_layers_arguments_are_explained(tiny_model: PreTrainedModel) -> None:
@@ -97,7 +86,7 @@ def test_registering_a_family_is_one_call() -> None:
     toy = _Toy()
     toy.config = type("Cfg", (), {"model_type": "toy-lm"})()  # type: ignore[assignment]
     family = register_family(
-        ModelFamily(model_types=("toy-lm",), block_paths=("stack",), kind="decoder")
+        ModelFamily(model_types=("toy-lm",), stacks=(Stack(("stack",), "decoder"),))
     )
     try:
         assert "toy-lm" in registered_model_types()

@@ -17,16 +17,20 @@ import torch
 from torch import Tensor
 
 from leantrain.errors import LeantrainError
+from leantrain.models.registry import Route
 from leantrain.random_ltd.kernels import fused_gather, fused_scatter, inverse_index, kernel_backend
 
 __all__ = [
     "RoutingError",
     "TokenRoute",
     "flat_token_index",
+    "gather_alibi",
     "gather_mask",
     "gather_positions",
+    "gather_queries",
     "gather_route",
     "gather_tokens",
+    "route_argument",
     "scatter_route",
     "scatter_tokens",
 ]
@@ -170,6 +174,70 @@ def gather_positions(value: Any, indices: Tensor, seq_len: int) -> Any:
         f"positional argument {tuple(value.shape)}: expected [B|1, {seq_len}, ...] or "
         f"[{seq_len}, ...]"
     )
+
+
+def gather_queries(value: Tensor, indices: Tensor) -> Tensor:
+    """Query rows of the kept tokens in per-(query, key) data over another sequence.
+
+    `value` is [B|1, ..., Q, K] with Q = S (per query) or Q = 1 (one row for every query), or
+    [B|1, K] (per key): cross-attention masks and biases, whose keys (the encoder's tokens) are
+    not dropped. Returns [B, ..., r, K], or `value` itself when it has no per-query rows.
+    """
+    batch, reserved = indices.shape
+    if value.dim() < 3 or value.shape[-2] == 1:
+        return value
+    if value.shape[0] not in (1, batch):
+        raise RoutingError(f"cross-attention data {tuple(value.shape)}: expected [B|1, ..., S, K]")
+    value = value.expand(batch, *value.shape[1:])
+    middle, keys = value.shape[1:-2], value.shape[-1]
+    rows = indices.view(batch, *(1,) * len(middle), reserved, 1).expand(
+        batch, *middle, reserved, keys
+    )
+    return value.gather(-2, rows)
+
+
+def gather_alibi(value: Tensor, indices: Tensor) -> Tensor:
+    """Kept keys of an ALiBi bias [B·H, 1, S] (heads folded into the batch: BLOOM) -> [B·H, 1, r],
+    or [B, H, 1, S] (Falcon) -> [B, H, 1, r].
+
+    ALiBi adds slope·position(key) to every score; softmax ignores the per-query constant, so the
+    kept keys' original positions give the same distances as in the full sequence.
+    """
+    if value.dim() == 4:
+        return gather_mask(value, indices)
+    batch, reserved = indices.shape
+    if value.dim() != 3 or value.shape[0] % batch or value.shape[1] != 1:
+        raise RoutingError(f"alibi {tuple(value.shape)}: expected [B·heads, 1, S] with B = {batch}")
+    heads, seq_len = value.shape[0] // batch, value.shape[-1]
+    index = indices.view(batch, 1, 1, reserved).expand(batch, heads, 1, reserved)
+    return (
+        value.view(batch, heads, 1, seq_len).gather(-1, index).reshape(batch * heads, 1, reserved)
+    )
+
+
+def route_argument(
+    kind: Route, value: Any, indices: Tensor, seq_len: int, *, shared: bool = False
+) -> Any:
+    """`value` (a block argument) restricted to the kept tokens `indices` [B, r], as `kind` says.
+
+    `shared`: every row of `indices` is the same (one subset per batch), so data with batch 1
+    stays batch 1. Tuples and lists are routed element-wise; None stays None.
+    """
+    if value is None or kind == "full":
+        return value
+    if isinstance(value, tuple | list):
+        return type(value)(route_argument(kind, v, indices, seq_len, shared=shared) for v in value)
+    if not isinstance(value, Tensor):
+        raise RoutingError(f"got {type(value).__name__}; random-LTD routes tensors")
+    if shared and value.shape[0] == 1:
+        indices = indices[:1]
+    if kind == "pairs":
+        return gather_mask(value, indices)
+    if kind == "tokens":
+        return gather_positions(value, indices, seq_len)
+    if kind == "queries":
+        return gather_queries(value, indices)
+    return gather_alibi(value, indices)
 
 
 @torch.compiler.disable

@@ -8,32 +8,34 @@ tokens and its outputs are scattered back; dropped tokens pass through unchanged
 
 from __future__ import annotations
 
-import inspect
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from leantrain.errors import ConfigError
-from leantrain.models import find_block_list
+from leantrain.models import BlockList, Route, find_block_list
+from leantrain.random_ltd.moe import attach_moe_aux_loss
 from leantrain.random_ltd.routing import (
     RoutingError,
-    gather_mask,
-    gather_positions,
     gather_route,
+    route_argument,
     scatter_route,
 )
 from leantrain.random_ltd.scheduler import RandomLTDScheduler
 from leantrain.random_ltd.selection import rank_key, sample_token_indices, token_validity
 from leantrain.surgery import (
+    DepthCounter,
+    ForwardSlots,
     SurgeryError,
     add_mixin,
     conversions,
     ensure_plain_model,
     forget_conversion,
+    forward_slots,
     record_conversion,
     remove_mixin,
 )
@@ -53,6 +55,9 @@ __all__ = [
 TECHNIQUE = "random_ltd"
 _PLAN_ATTR = "_leantrain_random_ltd"
 _DEEPSPEED_WRAPPER = "random_ltd_layer"
+#: Flash-attention "varlen" keywords: the batch is packed into one unpadded row that these
+#: cut into sequences; the kept tokens would need new offsets, which random-LTD does not build.
+_PACKED_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
 
 
 @dataclass(eq=False)
@@ -60,19 +65,35 @@ class LayerPlan:
     """How one converted block finds its arguments and draws its tokens (not in state_dict)."""
 
     scheduler: RandomLTDScheduler
-    layer_id: int
+    #: Depths at which this block drops tokens (one id, unless the block is shared: ALBERT).
+    layer_ids: frozenset[int]
     batch_first: bool
-    hidden_name: str
-    #: Positional slot of each named forward argument (before any *args).
-    positions: dict[str, int]
+    slots: ForwardSlots
     mask_arg: str | None
-    rotary_arg: str | None
-    position_ids_arg: str | None
+    #: Every routed argument (the mask included) and how it follows the kept tokens.
+    routes: dict[str, Route]
     keep_positions: tuple[int, ...]
     sample_non_padding_only: bool
     data_parallel_rank: int | None
-    #: The kept positions [B, r] of the last dropping forward (for inspection and tests).
-    last_indices: Tensor | None = field(default=None, repr=False)
+    #: The family (or "custom blocks"), for messages.
+    family: str
+    #: Output slot -> input argument the block hands on (returned ungathered).
+    echo: dict[int, str] = field(default_factory=dict)
+    #: One kept subset per batch (DeBERTa).
+    shared_draw: bool = False
+    #: The block's depth (its layer id); a block shared across depths reads `depth` instead.
+    index: int = 0
+    #: Set for a block shared across depths: which depth the current call runs at.
+    depth: DepthCounter | None = None
+    #: Kept positions [B, r] of each depth's last dropping forward (inspection and tests).
+    last_indices: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    #: Kept positions of the latest dropping call (the MoE router taps read them).
+    current: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def hidden_name(self) -> str:
+        """Name of the hidden-states argument."""
+        return self.slots.first
 
     def get(self, args: list[Any], kwargs: dict[str, Any], name: str | None) -> Any:
         """The value of forward argument `name` (keyword or positional), or None."""
@@ -80,12 +101,12 @@ class LayerPlan:
             return None
         if name in kwargs:
             return kwargs[name]
-        pos = self.positions.get(name)
+        pos = self.slots.positions.get(name)
         return args[pos] if pos is not None and pos < len(args) else None
 
     def put(self, args: list[Any], kwargs: dict[str, Any], name: str, value: Any) -> None:
         """Replace forward argument `name` where the caller passed it."""
-        pos = self.positions.get(name)
+        pos = self.slots.positions.get(name)
         if name not in kwargs and pos is not None and pos < len(args):
             args[pos] = value
         else:
@@ -106,32 +127,93 @@ class RandomLTDConversion:
     path: str
     layer_ids: tuple[int, ...]
     scheduler: RandomLTDScheduler
+    plans: tuple[LayerPlan, ...] = ()
+    #: Blocks converted (each once, also when shared across depths).
+    blocks: tuple[nn.Module, ...] = ()
+    #: Hooks to remove on revert (depth counters, MoE router taps).
+    hooks: tuple[Any, ...] = ()
+
+
+@torch.compiler.disable
+def _shared_depth(counter: DepthCounter) -> int:
+    """The depth a shared block runs at in this call (outside compiled code)."""
+    return counter.current
 
 
 @torch.compiler.disable
 def _draw(
-    plan: LayerPlan, batch: int, seq_len: int, reserved: int, hidden: Tensor, mask: Any
+    plan: LayerPlan, depth: int, batch: int, seq_len: int, reserved: int, hidden: Tensor, mask: Any
 ) -> Tensor:
     """Kept positions [B, r] for one layer call; outside compiled regions, on the device."""
     attend = None
     if plan.sample_non_padding_only and isinstance(mask, Tensor):
         attend = token_validity(mask, batch, seq_len)  # [B, S]
+    rows = batch
+    if plan.shared_draw:
+        rows = 1
+        attend = None if attend is None else attend.any(0, keepdim=True)
     indices = sample_token_indices(
-        batch,
+        rows,
         seq_len,
         reserved,
         device=hidden.device,
         keep_positions=plan.keep_positions,
         attend=attend,
         key=rank_key(plan.rank()),
-    )
-    plan.last_indices = indices
+    ).expand(batch, reserved)
+    plan.last_indices[depth] = indices
+    plan.current = indices
     return indices
+
+
+def _per_token(value: Any, batch: int, seq_len: int, batch_first: bool) -> bool:
+    """Whether `value` (a tensor, or a tuple of them) looks sized by the sequence."""
+    if isinstance(value, tuple | list):
+        return any(_per_token(v, batch, seq_len, batch_first) for v in value)
+    if not isinstance(value, Tensor) or value.dim() == 0:
+        return False
+    if value.shape[0] == seq_len:
+        return True
+    return (
+        batch_first
+        and value.dim() >= 2
+        and value.shape[1] == seq_len
+        and value.shape[0] in (1, batch)
+    )
+
+
+def _refuse_unroutable(
+    plan: LayerPlan, args: list[Any], kwargs: dict[str, Any], batch: int, seq_len: int
+) -> None:
+    """Refuse arguments that carry per-token data no route says how to follow: training on
+    them unchanged would pair kept tokens with the wrong positions, silently."""
+    packed = [k for k in _PACKED_KEYS if kwargs.get(k) is not None]
+    if packed:
+        raise RoutingError(
+            f"random-LTD ({plan.family}): the block gets unpadded (packed) inputs through "
+            f"{packed}; the kept tokens would need new sequence offsets, which random-LTD does "
+            "not build. Feed padded batches (with an attention mask) or turn random-LTD off"
+        )
+    named = {plan.hidden_name, *plan.routes}
+    given = [(n, v) for n, v in kwargs.items() if n not in named]
+    given += [
+        (n, args[i]) for n, i in plan.slots.positions.items() if i < len(args) and n not in named
+    ]
+    for name, value in given:
+        if _per_token(value, batch, seq_len, plan.batch_first):
+            raise RoutingError(
+                f"random-LTD ({plan.family}): block argument {name!r} carries data for each of "
+                f"the {seq_len} tokens, and nothing says how it follows the kept tokens, so the "
+                "kept tokens would train with the wrong positions or mask. Register the family "
+                "with a route for it (leantrain.models.register_family, `Stack.routes`), convert "
+                "another block list (`layers=`) or other layers (`random_ltd_layer_id`)"
+            )
 
 
 def _routed_forward(
     forward: Callable[..., Any],
     plan: LayerPlan,
+    depth: int,
     hidden: Tensor,
     args: list[Any],
     kwargs: dict[str, Any],
@@ -140,27 +222,35 @@ def _routed_forward(
     """Run `forward` on the kept tokens only and scatter its output back into `hidden`."""
     batch_dim, seq_dim = (0, 1) if plan.batch_first else (1, 0)
     batch, seq_len = hidden.shape[batch_dim], hidden.shape[seq_dim]
+    _refuse_unroutable(plan, args, kwargs, batch, seq_len)
     mask = plan.get(args, kwargs, plan.mask_arg)
-    indices = _draw(plan, batch, seq_len, reserved, hidden, mask)  # [B, r]
-    kept, route = gather_route(hidden, indices, batch_first=plan.batch_first)  # [B, r, D]
-    plan.put(args, kwargs, plan.hidden_name, kept)
-    if isinstance(mask, Tensor):
-        plan.put(args, kwargs, plan.mask_arg, gather_mask(mask, indices))  # type: ignore[arg-type]
-    elif mask is not None:
+    if mask is not None and not isinstance(mask, Tensor):
         raise RoutingError(
-            f"{plan.mask_arg}: got {type(mask).__name__}; random-LTD gathers dense mask tensors"
+            f"{plan.mask_arg}: got {type(mask).__name__}; random-LTD gathers dense mask tensors "
+            "(use the eager or sdpa attention implementation)"
         )
-    for name in (plan.rotary_arg, plan.position_ids_arg):
+    indices = _draw(plan, depth, batch, seq_len, reserved, hidden, mask)  # [B, r]
+    kept, route = gather_route(hidden, indices, batch_first=plan.batch_first)  # [B, r, D]
+    given = {name: plan.get(args, kwargs, name) for name in plan.echo.values()}
+    plan.put(args, kwargs, plan.hidden_name, kept)
+    for name, kind in plan.routes.items():
         value = plan.get(args, kwargs, name)
-        if value is not None and name is not None:
-            plan.put(args, kwargs, name, gather_positions(value, indices, seq_len))
+        if value is not None and kind != "full":
+            try:
+                routed = route_argument(kind, value, indices, seq_len, shared=plan.shared_draw)
+            except RoutingError as err:
+                raise RoutingError(
+                    f"random-LTD ({plan.family}): argument {name!r}: {err}"
+                ) from None
+            plan.put(args, kwargs, name, routed)
     out = forward(*args, **kwargs)
     if isinstance(out, Tensor):
         return scatter_route(route, out)
     if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
-        return (scatter_route(route, out[0]), *out[1:])
+        rest = [given.get(plan.echo[i], v) if i in plan.echo else v for i, v in enumerate(out)]
+        return (scatter_route(route, out[0]), *rest[1:])
     raise RoutingError(
-        f"layer {plan.layer_id} returned {type(out).__name__}; random-LTD needs a tensor or a "
+        f"layer {depth} returned {type(out).__name__}; random-LTD needs a tensor or a "
         "tuple whose first element is the hidden states"
     )
 
@@ -175,65 +265,17 @@ class RandomLTDMixin(nn.Module):
         reserved = plan.scheduler.current_seq
         if not self.training or reserved >= hidden.shape[1 if plan.batch_first else 0]:
             return super().forward(*args, **kwargs)
-        return _routed_forward(super().forward, plan, hidden, list(args), dict(kwargs), reserved)
-
-
-def _plain_forward_signature(block: nn.Module) -> inspect.Signature:
-    """Signature of the block's own forward, beneath any leantrain mixins."""
-    mro = type(block).__mro__
-    mixins = {k.__dict__["_leantrain_mixin"] for k in mro if "_leantrain_mixin" in k.__dict__}
-    for klass in mro:
-        if "_leantrain_mixin" in klass.__dict__ or klass in mixins:
-            continue
-        if "forward" in klass.__dict__:
-            return inspect.signature(klass.__dict__["forward"])
-    raise SurgeryError(f"{type(block).__name__} has no forward")  # pragma: no cover
-
-
-def _argument_slots(block: nn.Module) -> tuple[str, dict[str, int], set[str], bool]:
-    """First parameter name, positional slots, all names, and whether **kwargs is accepted."""
-    params = list(_plain_forward_signature(block).parameters.values())[1:]  # drop self
-    if not params or params[0].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    ):
-        raise SurgeryError(
-            f"{type(block).__name__}.forward must take the hidden states as its first argument"
+        depth = plan.index if plan.depth is None else _shared_depth(plan.depth)
+        if depth not in plan.layer_ids:
+            return super().forward(*args, **kwargs)
+        return _routed_forward(
+            super().forward, plan, depth, hidden, list(args), dict(kwargs), reserved
         )
-    positions: dict[str, int] = {}
-    for i, p in enumerate(params):
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            break
-        positions[p.name] = i
-    var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
-    return params[0].name, positions, {p.name for p in params}, var_kw
 
 
-def convert_to_random_ltd(
-    model: nn.Module,
-    config: Any,
-    layers: nn.ModuleList | str | None = None,
-    *,
-    data_parallel_rank: int | None = None,
-) -> nn.Module:
-    """Convert the chosen blocks of `model` to random-LTD in place and return the model.
-
-    `config`: the `random_ltd` section (dict or `RandomLTDConfig`), a whole config, or a
-    `RandomLTDScheduler` (the layers then read its reserved length). `layers`: the block list
-    or its dotted path (default: from the model-family registry). Converted blocks are the
-    config's `random_ltd_layer_id`, else all but the first and last. Draws come from the
-    device's default generator, decorrelated per `data_parallel_rank` (default: the
-    torch.distributed rank; pass the data-parallel rank under tensor/pipeline parallelism).
-    Convert before torch.compile, DDP or FSDP.
-    """
-    ensure_plain_model(model, "random-LTD")
-    if TECHNIQUE in conversions(model):
-        raise SurgeryError("the model is already converted by random_ltd; revert it first")
-    scheduler = config if isinstance(config, RandomLTDScheduler) else RandomLTDScheduler(config)
-    cfg = scheduler.config
-    found = find_block_list(model, layers)
+def _layer_ids(cfg: Any, found: BlockList, section: str) -> tuple[int, ...]:
+    """The configured (or default: all but the first and last) layer ids, checked."""
     num_layers = len(found)
-    section = "data_efficiency.data_routing.random_ltd"
     if cfg.total_layer_num is not None and cfg.total_layer_num != num_layers:
         raise ConfigError(
             f"{section}.total_layer_num: got {cfg.total_layer_num}; {found.path} has "
@@ -251,39 +293,106 @@ def convert_to_random_ltd(
             f"random-LTD: no layers to convert in {found.path} ({num_layers} blocks); "
             "set random_ltd_layer_id"
         )
-    family = found.family
-    if family is not None and cfg.model_type is not None and cfg.model_type != family.kind:
+    return layer_ids
+
+
+def _family_name(found: BlockList) -> str:
+    """The model type named in messages ("custom blocks" without a registered family)."""
+    if found.family is None:
+        return "custom blocks"
+    model_type = getattr(getattr(found.owner, "config", None), "model_type", None)
+    return model_type if isinstance(model_type, str) else found.family.model_types[0]
+
+
+def _check_stack(found: BlockList, cfg: Any, layer_ids: tuple[int, ...], section: str) -> None:
+    """Refuse stacks and layers the family says random-LTD cannot route."""
+    stack = found.stack
+    name = _family_name(found)
+    if stack is not None and stack.random_ltd is not None:
+        raise SurgeryError(f"random-LTD cannot convert {name} ({found.path}): {stack.random_ltd}")
+    refused = {i: why for i, why in (stack.ltd_refused if stack else {}).items() if i in layer_ids}
+    if refused:
         raise ConfigError(
-            f"{section}.model_type: got {cfg.model_type!r}; {found.path} holds {family.kind} blocks"
+            f"{section}.random_ltd_layer_id: {name} block {min(refused)} cannot drop tokens: "
+            f"{refused[min(refused)]}"
         )
-    mask_arg = cfg.model_mask_name or (family.mask_arg if family else None)
+    if stack is not None and cfg.model_type is not None and cfg.model_type != stack.kind:
+        raise ConfigError(
+            f"{section}.model_type: got {cfg.model_type!r}; {found.path} holds {stack.kind} blocks"
+        )
+
+
+def convert_to_random_ltd(
+    model: nn.Module,
+    config: Any,
+    layers: nn.ModuleList | str | BlockList | None = None,
+    *,
+    data_parallel_rank: int | None = None,
+) -> nn.Module:
+    """Convert the chosen blocks of `model` to random-LTD in place and return the model.
+
+    `config`: the `random_ltd` section (dict or `RandomLTDConfig`), a whole config, or a
+    `RandomLTDScheduler` (the layers then read its reserved length). `layers`: the block list
+    or its dotted path (default: from the model-family registry; the encoder of an
+    encoder-decoder). Converted blocks are the config's `random_ltd_layer_id`, else all but the
+    first and last. Draws come from the device's default generator, decorrelated per
+    `data_parallel_rank` (default: the torch.distributed rank; pass the data-parallel rank under
+    tensor/pipeline parallelism). Convert before torch.compile, DDP or FSDP.
+    """
+    ensure_plain_model(model, "random-LTD")
+    if TECHNIQUE in conversions(model):
+        raise SurgeryError("the model is already converted by random_ltd; revert it first")
+    scheduler = config if isinstance(config, RandomLTDScheduler) else RandomLTDScheduler(config)
+    cfg = scheduler.config
+    section = "data_efficiency.data_routing.random_ltd"
+    found = find_block_list(model, layers)
+    layer_ids = _layer_ids(cfg, found, section)
+    _check_stack(found, cfg, layer_ids, section)
+    stack, family = found.stack, found.family
+    mask_arg = cfg.model_mask_name or (stack.mask_arg if stack else None)
+    routes: dict[str, Route] = dict(stack.routes) if stack else {}
+    if mask_arg is not None:
+        routes[mask_arg] = "pairs"
     keep = cfg.keep_positions
-    keep_positions = tuple(keep) if keep is not None else (family.keep_positions if family else ())
+    keep_positions = tuple(keep) if keep is not None else (stack.keep_positions if stack else ())
+    depth = DepthCounter(found, "random-LTD") if found.shared else None
+    by_block: dict[nn.Module, set[int]] = {}
+    for i in layer_ids:  # depth i runs block i (or, when shared, block i·G // L of G)
+        by_block.setdefault(found.blocks[i * len(found.blocks) // len(found)], set()).add(i)
     plans = []
-    for layer_id in layer_ids:
-        block = found.blocks[layer_id]
-        hidden_name, positions, names, var_kw = _argument_slots(block)
-        if mask_arg is not None and mask_arg not in names and not var_kw:
+    for block, ids in by_block.items():
+        slots = forward_slots(block)
+        if mask_arg is not None and mask_arg not in slots.names and not slots.var_keyword:
             raise ConfigError(
                 f"{section}.model_mask_name: {type(block).__name__}.forward has no argument "
-                f"{mask_arg!r} (it takes {sorted(names)})"
+                f"{mask_arg!r} (it takes {sorted(slots.names)})"
             )
         plan = LayerPlan(
             scheduler=scheduler,
-            layer_id=layer_id,
+            layer_ids=frozenset(ids),
             batch_first=cfg.hidden_state_order == "batch_seq_dim",
-            hidden_name=hidden_name,
-            positions=positions,
+            slots=slots,
             mask_arg=mask_arg,
-            rotary_arg=family.rotary_arg if family else None,
-            position_ids_arg=family.position_ids_arg if family else None,
+            routes=routes,
             keep_positions=keep_positions,
             sample_non_padding_only=cfg.sample_non_padding_only,
             data_parallel_rank=data_parallel_rank,
+            family=_family_name(found),
+            echo=dict(stack.echo_outputs) if stack else {},
+            shared_draw=stack.shared_draw if stack else False,
+            index=min(ids),
+            depth=depth,
         )
         plans.append((block, plan))
-    scheduler.set_layer_counts(num_layers, len(layer_ids))
-    record_conversion(model, TECHNIQUE, RandomLTDConversion(found.path, layer_ids, scheduler))
+    hooks: list[Any] = [depth] if depth else []
+    if family is not None and family.moe is not None:
+        moe = attach_moe_aux_loss(model, found, dict(plans), family.moe)
+        hooks += [moe] if moe else []
+    scheduler.set_layer_counts(len(found), len(layer_ids))
+    record = RandomLTDConversion(
+        found.path, layer_ids, scheduler, tuple(p for _, p in plans), tuple(by_block), tuple(hooks)
+    )
+    record_conversion(model, TECHNIQUE, record)
     for block, plan in plans:
         add_mixin(block, RandomLTDMixin)
         block.__dict__[_PLAN_ATTR] = plan
@@ -293,9 +402,9 @@ def convert_to_random_ltd(
 def revert_random_ltd(model: nn.Module) -> nn.Module:
     """Restore the plain blocks converted by `convert_to_random_ltd`; returns the model."""
     info: RandomLTDConversion = forget_conversion(model, TECHNIQUE)
-    blocks = cast(nn.ModuleList, model.get_submodule(info.path))
-    for layer_id in info.layer_ids:
-        block = blocks[layer_id]
+    for hook in info.hooks:
+        hook.remove()
+    for block in info.blocks:
         remove_mixin(block, RandomLTDMixin)
         del block.__dict__[_PLAN_ATTR]
     return model
@@ -316,8 +425,8 @@ def random_ltd_scheduler_of(model: nn.Module) -> RandomLTDScheduler:
 def kept_indices(model: nn.Module) -> dict[int, Tensor | None]:
     """Kept positions [B, r] of each converted layer's last dropping forward, by layer id."""
     info = _conversion(model)
-    blocks = cast(nn.ModuleList, model.get_submodule(info.path))
-    return {i: blocks[i].__dict__[_PLAN_ATTR].last_indices for i in info.layer_ids}
+    last = {i: t for plan in info.plans for i, t in plan.last_indices.items()}
+    return {i: last.get(i) for i in info.layer_ids}
 
 
 def _strip_wrapper(key: str) -> str:
