@@ -91,11 +91,17 @@ def build_controllers(cfg: LeantrainConfig) -> dict[str, Any]:
 
 
 def apply_surgery(
-    model: nn.Module, controllers: dict[str, Any], blocks: BlockList, *, rank: int
+    model: nn.Module,
+    controllers: dict[str, Any],
+    layers: nn.ModuleList | str | BlockList | None,
+    *,
+    rank: int,
 ) -> list[int]:
     """Convert `model` for every controller in `SURGERY_ORDER`; all or nothing.
 
-    Returns the 0-based ids of the blocks random-LTD converted ([] when it is off).
+    `layers` is the caller's block list, or None for the registry's (PLD then converts every
+    stack, random-LTD the first: the encoder of an encoder-decoder). Returns the 0-based ids
+    of the blocks random-LTD converted ([] when it is off).
     """
     done: list[str] = []
     try:
@@ -106,12 +112,12 @@ def apply_surgery(
                 from leantrain.random_ltd import convert_to_random_ltd
 
                 convert_to_random_ltd(
-                    model, controllers[name], layers=blocks.blocks, data_parallel_rank=rank
+                    model, controllers[name], layers=layers, data_parallel_rank=rank
                 )
             elif name == "pld":
                 from leantrain.pld import convert_to_progressive_layer_drop
 
-                convert_to_progressive_layer_drop(model, controllers[name], layers=blocks.blocks)
+                convert_to_progressive_layer_drop(model, controllers[name], layers=layers)
             done.append(name)
     except Exception:
         revert_surgery(model, done)

@@ -394,7 +394,7 @@ def prepare(
         controllers["curriculum"] = _curriculum_sampler(
             cfg, train_dataset, micro_batch_size, gradient_accumulation_steps, rank, world_size
         )
-    ltd_ids = apply_surgery(model, controllers, blocks, rank=rank)
+    ltd_ids = apply_surgery(model, controllers, layers, rank=rank)
     if seq_length is None:
         seq_length = config_seq_length(cfg)
     ltd = controllers.get("random_ltd")

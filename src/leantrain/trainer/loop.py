@@ -30,7 +30,7 @@ from transformers import PreTrainedModel
 
 import leantrain
 from leantrain.errors import ConfigError
-from leantrain.models import family_of_type, find_block_list
+from leantrain.models import family_of_type, find_stacks
 from leantrain.trainer.checkpoint import (
     full_model_state,
     latest_checkpoint,
@@ -91,19 +91,20 @@ def build_model(recipe: Recipe, data: TaskData) -> nn.Module:
     auto = getattr(transformers, _AUTO_CLASSES[recipe.task])
     spec = recipe.model
     data_fields = dict(data.model_fields)
+    attn = (
+        {}
+        if spec.attn_implementation is None
+        else {"attn_implementation": spec.attn_implementation}
+    )
     if spec.pretrained is not None:  # keep the checkpoint's vocabulary; set the head size
         extra = {k: data_fields[k] for k in ("num_labels", "pad_token_id") if k in data_fields}
-        model = auto.from_pretrained(
-            spec.pretrained,
-            local_files_only=True,
-            attn_implementation=spec.attn_implementation,
-            **extra,
-        )
+        model = auto.from_pretrained(spec.pretrained, local_files_only=True, **attn, **extra)
         _check_positions(
             recipe, model.config, "max_position_embeddings of model.pretrained", settable=False
         )
         return model
-    fields = {**data_fields, **spec.config, "attn_implementation": spec.attn_implementation}
+    fields = {**data_fields, **spec.config, **attn}
+    fields.setdefault("architectures", [])  # HF's auto classes iterate it (DeiT has two heads)
     family = family_of_type(spec.family)
     if family is not None and family.positions_after_pad and recipe.task != "image_classification":
         # RoBERTa-style ids start at pad + 1: size the table for the data unless the recipe did
@@ -161,8 +162,9 @@ def _wrap(model: nn.Module, recipe: Recipe, device: torch.device, world: int) ->
     if recipe.parallel == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in find_block_list(model).blocks:
-            fully_shard(block)
+        for stack in find_stacks(model):  # every stack (encoder and decoder), each block once
+            for block in dict.fromkeys(stack.blocks):
+                fully_shard(block)
         fully_shard(model)
         return model
     ids = [device.index] if device.type == "cuda" else None

@@ -59,8 +59,10 @@ class ModelSpec(_Spec):
     pretrained: str | None = Field(
         default=None, description="Local `from_pretrained` folder; wins over `family` when given."
     )
-    attn_implementation: str = Field(
-        default="sdpa", description="HF attention kernel: sdpa or eager."
+    attn_implementation: str | None = Field(
+        default=None,
+        description="HF attention kernel (sdpa, eager); default: the model's own (sdpa where "
+        "the family has it, else eager).",
     )
 
     @model_validator(mode="after")
