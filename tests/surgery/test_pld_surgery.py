@@ -1,4 +1,5 @@
-"""PLD surgery on tiny real HF models: keys, eval/revert equivalence, coins, gradients, compile."""
+"""PLD specifics the surgery grid (test_grid.py) does not cover: coin statistics, eval forwards,
+custom blocks, gradient checkpointing, inductor, config forms and refusals."""
 
 from __future__ import annotations
 
@@ -13,18 +14,17 @@ from conftest import MODEL_FACTORIES, make_gpt2, make_inputs
 from torch import nn
 from transformers import PreTrainedModel
 
-from leantrain import ConfigError, find_block_list, load_config
+from leantrain import ConfigError, load_config
 from leantrain.config import ProgressiveLayerDropConfig
 from leantrain.models import UnknownModelError
 from leantrain.pld import (
     ProgressiveLayerDrop,
-    ProgressiveLayerDropMixin,
     convert_to_progressive_layer_drop,
     kept_layers,
     layer_keep_probs,
     revert_progressive_layer_drop,
 )
-from leantrain.surgery import SurgeryError, conversions, has_mixin
+from leantrain.surgery import SurgeryError, conversions
 
 STEADY = 10**6  # a step where θ(t) = θ̄ to float precision with γ = 0.001
 
@@ -48,59 +48,18 @@ def _output(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Te
     return model(**inputs).logits
 
 
-def test_state_dict_keys_unchanged_and_load_into_plain(tiny_model: PreTrainedModel) -> None:
-    plain = copy.deepcopy(tiny_model)
-    keys = list(tiny_model.state_dict())
-    convert_to_progressive_layer_drop(tiny_model, _schedule())
-    assert list(tiny_model.state_dict()) == keys
-    assert all(has_mixin(b, ProgressiveLayerDropMixin) for b in find_block_list(tiny_model).blocks)
-    plain.load_state_dict(tiny_model.state_dict(), strict=True)
-    tiny_model.load_state_dict(plain.state_dict(), strict=True)
-
-
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_eval_and_revert_equal_the_plain_model(arch: str, attn: str) -> None:
+def test_eval_forwards_draw_no_coins() -> None:
+    """Eval forwards leave the coin counter alone (ranks may evaluate on their own)."""
     torch.manual_seed(0)
-    model = MODEL_FACTORIES[arch](attn=attn)
-    plain = copy.deepcopy(model)
-    inputs = make_inputs(arch)
+    model = make_gpt2()
     pld = _schedule()
+    convert_to_progressive_layer_drop(model, pld)
     with torch.no_grad():
-        expected = _output(plain, inputs)
-        convert_to_progressive_layer_drop(model, pld)
-        assert torch.equal(_output(model, inputs), expected)
-        assert kept_layers(model) is None
-        assert pld.forward_index == 0  # eval forwards draw no coins (ranks may eval alone)
+        _output(model, make_inputs("gpt2"))
+        assert kept_layers(model) is None and pld.forward_index == 0
         model.train()
-        for _ in range(3):
-            _output(model, inputs)
-        assert kept_layers(model) is not None
-        model.eval()
-        assert torch.equal(_output(model, inputs), expected)
-        owner_hooks = sum(len(m._forward_pre_hooks) for m in model.modules())
-        assert revert_progressive_layer_drop(model) is model
-        assert sum(len(m._forward_pre_hooks) for m in model.modules()) == owner_hooks - 1
-        assert conversions(model) == {}
-        for block, plain_block in zip(
-            find_block_list(model).blocks, find_block_list(plain).blocks, strict=True
-        ):
-            assert type(block) is type(plain_block)
-            assert "_leantrain_pld" not in block.__dict__
-        assert torch.equal(_output(model, inputs), expected)
-        model.train()
-        plain.train()
-        assert torch.equal(_output(model, inputs), _output(plain, inputs))
-
-
-def test_training_at_step_zero_equals_the_plain_model(
-    arch: str, tiny_model: PreTrainedModel
-) -> None:
-    plain = copy.deepcopy(tiny_model).train()
-    inputs = make_inputs(arch)
-    convert_to_progressive_layer_drop(tiny_model, ProgressiveLayerDrop()).train()
-    with torch.no_grad():
-        assert torch.equal(_output(tiny_model, inputs), _output(plain, inputs))
-    assert kept_layers(tiny_model) == (True,) * 4
+        _output(model, make_inputs("gpt2"))
+        assert kept_layers(model) is not None and pld.forward_index == 1
 
 
 def test_keep_frequency_matches_keep_probabilities() -> None:
@@ -121,26 +80,6 @@ def test_keep_frequency_matches_keep_probabilities() -> None:
     assert calls == kept  # a skipped block ran nothing
     for p, count in zip(layer_keep_probs(4, 0.5), kept, strict=True):
         assert abs(count / n - p) <= 4.5 * math.sqrt(p * (1 - p) / n)
-
-
-def test_gradients_reach_only_the_layers_that_ran(arch: str, tiny_model: PreTrainedModel) -> None:
-    blocks = find_block_list(tiny_model).blocks
-    convert_to_progressive_layer_drop(tiny_model, _schedule(seed=3)).train()
-    inputs = make_inputs(arch)
-    patterns = set()
-    for _ in range(6):
-        tiny_model.zero_grad(set_to_none=True)
-        _output(tiny_model, inputs).square().mean().backward()
-        kept = kept_layers(tiny_model)
-        assert kept is not None
-        patterns.add(kept)
-        for block, ran in zip(blocks, kept, strict=True):
-            grads = [p.grad for p in block.parameters()]
-            if ran:
-                assert any(g is not None and g.abs().sum() > 0 for g in grads)
-            else:
-                assert all(g is None for g in grads)
-    assert any(not all(p) for p in patterns)
 
 
 class _Residual(nn.Module):
@@ -168,32 +107,23 @@ class _Stack(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("as_tuple", [False, True])
-def test_kept_blocks_are_rescaled_and_skipped_ones_hand_the_input_through(as_tuple: bool) -> None:
+def test_custom_tuple_blocks_skipped_before_they_ever_ran_keep_their_structure() -> None:
+    """A custom block (no registered family) returning a tuple, skipped on its first call,
+    still returns a tuple (its structure is learned on the spot), with its input first."""
     torch.manual_seed(0)
-    model = _Stack(as_tuple)
-    plain = copy.deepcopy(model)
-    pld = _schedule(theta=0.4, gamma=0.001)
+    model = _Stack(as_tuple=True).train()
+    pld = _schedule(theta=0.1, seed=3)
+    convert_to_progressive_layer_drop(model, pld, layers="stack")
     x = torch.randn(3, 8)
-    with torch.no_grad():
-        convert_to_progressive_layer_drop(model, pld, layers="stack").eval()
-        torch.testing.assert_close(model(x), plain(x), rtol=0, atol=0)  # learns the structure
-        model.train()
-        model.stack[0](x)  # the owner's latest forward was in eval mode: the block runs plain
-        for _ in range(8):
-            out = model(x)
-            kept = kept_layers(model)
-            assert kept is not None
-            h = x
-            for block, ran, p in zip(plain.stack, kept, pld.keep_probs(4), strict=True):
-                if ran:
-                    y = block(h)[0] if as_tuple else block(h)
-                    h = h + (y - h) / p
-            torch.testing.assert_close(out, h)
-        if as_tuple:
-            skipped = kept.index(False) if not all(kept) else None
-            if skipped is not None:
-                assert model.stack[skipped](x)[1] is None
+    for _ in range(20):
+        out = model(x)
+        kept = kept_layers(model)
+        assert kept is not None and out.shape == (3, 8)
+        if not kept[0]:
+            break
+    assert kept is not None and not kept[0], "block 0 was never skipped"
+    skipped = model.stack[0](x)
+    assert isinstance(skipped, tuple) and len(skipped) == 2
 
 
 @pytest.mark.parametrize("reentrant", [False, True])

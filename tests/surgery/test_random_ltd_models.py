@@ -1,5 +1,6 @@
-"""Random-LTD on tiny real Hugging Face models (eager and SDPA attention): round trip, exact
-equivalence without dropping, masks and positions that follow the kept tokens, gradients."""
+"""Random-LTD specifics the surgery grid (test_grid.py) does not cover: what is drawn, rotary
+positions against a forward on the gathered sequence, padding-only sampling, ranks,
+checkpointing, seq-first custom blocks, DeepSpeed checkpoints, errors and recompiles."""
 
 from __future__ import annotations
 
@@ -71,45 +72,9 @@ def _capture(block: nn.Module) -> dict[str, Any]:
     return seen
 
 
-@pytest.mark.parametrize("attn", ATTN)
-def test_round_trip_keeps_modules_keys_and_outputs(arch: str, attn: str) -> None:
-    torch.manual_seed(0)
-    model = MODEL_FACTORIES[arch](attn=attn)
-    inputs = make_inputs(arch)
-    blocks = find_block_list(model).blocks
-    classes = [type(b) for b in blocks]
-    keys = list(model.state_dict())
-    ref = _out(model, inputs)
-    convert_to_random_ltd(model, _scheduler())
-    assert [type(b) is c for b, c in zip(blocks, classes, strict=True)] == [
-        True,
-        False,
-        False,
-        True,
-    ]
-    assert list(model.state_dict()) == keys
-    assert torch.equal(_out(model, inputs), ref)  # eval: never drops
-    assert conversions(model)["random_ltd"].layer_ids == (1, 2)
-    revert_random_ltd(model)
-    assert [type(b) for b in blocks] == classes
-    assert list(model.state_dict()) == keys and not conversions(model)
-    assert torch.equal(_out(model, inputs), ref)
-
-
-@pytest.mark.parametrize("attn", ATTN)
-def test_full_length_training_equals_plain_model(arch: str, attn: str) -> None:
-    torch.manual_seed(0)
-    plain = MODEL_FACTORIES[arch](attn=attn).train()
-    model, sched = _build(arch, attn)
-    model.train()
-    sched.update_seq(100)  # r = 64 >= every sequence here
-    inputs = make_inputs(arch)
-    assert torch.equal(_out(model, inputs), _out(plain, inputs))
-
-
-@pytest.mark.parametrize("attn", ATTN)
-def test_dropping_runs_each_layer_on_its_own_subset(arch: str, attn: str) -> None:
-    model, sched = _build(arch, attn)
+@pytest.mark.parametrize("arch", ["gpt2", "bert", "vit"])
+def test_dropping_runs_each_layer_on_its_own_subset(arch: str) -> None:
+    model, sched = _build(arch, "sdpa")
     model.train()
     block = find_block_list(model).blocks[1]
     seen = _capture(block)
@@ -131,19 +96,6 @@ def test_dropping_runs_each_layer_on_its_own_subset(arch: str, attn: str) -> Non
     dropped = torch.ones(hidden.shape[:2], dtype=torch.bool).scatter(1, kept[1], False)
     assert torch.equal(result[dropped], hidden[dropped])  # dropped tokens skip the layer
     assert not torch.equal(result[~dropped], hidden[~dropped])
-
-
-@pytest.mark.parametrize("attn", ATTN)
-@pytest.mark.parametrize("arch_name", ["gpt2", "llama"])
-def test_decoders_stay_causal(arch_name: str, attn: str) -> None:
-    model, _ = _build(arch_name, attn)
-    model.train()
-    inputs = make_inputs(arch_name)
-    changed = {**inputs, "input_ids": inputs["input_ids"].clone()}
-    changed["input_ids"][:, -1] = (changed["input_ids"][:, -1] % 90) + 2
-    a, b = _out(model, inputs, seed=3), _out(model, changed, seed=3)
-    torch.testing.assert_close(a[:, :-1], b[:, :-1], rtol=0, atol=1e-6)
-    assert not torch.allclose(a[:, -1], b[:, -1])
 
 
 def _hand_mask(valid: Tensor, idx: Tensor, causal: bool) -> Tensor:
@@ -172,24 +124,10 @@ def _run_plain_block(
 
 
 @pytest.mark.parametrize("attn", ATTN)
-@pytest.mark.parametrize("arch_name", ["bert", "gpt2"])
-def test_padding_masks_follow_the_kept_tokens(arch_name: str, attn: str) -> None:
-    model, _ = _build(arch_name, attn)
-    model.train()
-    inputs = make_inputs(arch_name)
-    valid = inputs["attention_mask"]
-    causal = arch_name == "gpt2"
-
-    def reference(block: nn.Module, kept: Tensor, idx: Tensor) -> Tensor:
-        return block(kept, attention_mask=_hand_mask(valid, idx, causal))
-
-    got, ref, _, idx = _run_plain_block(model, 2, inputs, reference)
-    real = valid.bool().gather(1, idx)  # compare real tokens (padding outputs are unused)
-    torch.testing.assert_close(got[real], ref[real], rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("attn", ATTN)
 def test_rotary_positions_follow_the_kept_tokens(attn: str) -> None:
+    """The routed block equals the plain block run on the gathered sequence with the kept
+    tokens' original position ids (the grid checks every family the other way round: the full
+    sequence with the dropped tokens masked out)."""
     model, _ = _build("llama", attn)
     model.train()
     inputs = make_inputs("llama")
@@ -319,6 +257,7 @@ def test_conversion_errors_are_explained() -> None:
     sched = _scheduler()
     convert_to_random_ltd(model, sched)
     assert random_ltd_scheduler_of(model) is sched and sched.total_layer_num == 4
+    assert conversions(model)["random_ltd"].layer_ids == (1, 2)  # all but the first and last
     with pytest.raises(SurgeryError, match="already converted"):
         convert_to_random_ltd(model, _scheduler())
     revert_random_ltd(model)
