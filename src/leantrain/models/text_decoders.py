@@ -45,7 +45,7 @@ ROTARY_DECODERS = register_family(
             "cohere",
         ),
         stacks=(Stack(("layers",), "decoder", routes=ROTARY),),
-        notes="rotary positions follow the kept tokens; sliding-window masks are gathered too",
+        notes="rotary positions follow the kept tokens (and sliding-window masks, where configured)",
     )
 )
 
@@ -61,7 +61,7 @@ ALIBI = register_family(
     ModelFamily(
         model_types=("bloom", "falcon"),
         stacks=(Stack(("h",), "decoder", routes={"alibi": "alibi", **ROTARY}, block_outputs=2),),
-        notes="ALiBi biases (and Falcon's rotary tables) follow the kept tokens",
+        notes="ALiBi biases follow the kept tokens (Falcon: rotary by default, ALiBi with alibi=True)",
     )
 )
 
