@@ -16,7 +16,7 @@ from leantrain.curriculum import (
     truncate_batch,
 )
 from leantrain.errors import ConfigError, LeantrainError
-from leantrain.models import ModelFamily, find_block_list, register_family
+from leantrain.models import ModelFamily, Stack, find_block_list, register_family
 from leantrain.pld import (
     ProgressiveLayerDrop,
     convert_to_progressive_layer_drop,
@@ -50,6 +50,7 @@ __all__ = [
     "ProgressiveLayerDrop",
     "RandomLTDScheduler",
     "SeqlenWarmupCollator",
+    "Stack",
     "__version__",
     "convert_to_progressive_layer_drop",
     "convert_to_random_ltd",

@@ -143,3 +143,23 @@ def test_saved_models_load_with_plain_transformers(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("loaded")
+
+
+# The grid compiles with dynamo's "eager" backend: it captures every block's graphs, guards and
+# graph breaks (where surgery can go wrong) at a third of AOTAutograd's cost on CPU. These rows
+# add AOTAutograd (functionalised forward and backward) and inductor's code generation (about a
+# minute on 2 cores with a cold cache, so one row; PLD's is in test_pld_surgery.py).
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+@pytest.mark.parametrize(
+    ("case_id", "tech_name", "backend"),
+    [
+        ("llama", "random_ltd", "inductor"),
+        ("t5", "pld", "aot_eager"),
+        ("t5-decoder", "random_ltd", "aot_eager"),
+        ("albert", "random_ltd", "aot_eager"),
+    ],
+)
+def test_compile_representatives(case_id: str, tech_name: str, backend: str) -> None:
+    case = next(c for c in CASES if c.id == case_id)
+    tech = next(t for t in TECHNIQUES if t.name == tech_name)
+    inv.check_compile_step(case, tech, _plain(case), backend=backend)

@@ -116,13 +116,8 @@ class ModelFamily:
     positions_after_pad: bool = False
     #: Mixture-of-experts routers (None: dense blocks).
     moe: MoeRouter | None = None
-    #: Notes shown in the support matrix and in errors.
+    #: Notes shown in the support matrix.
     notes: str = ""
-
-    @property
-    def kind(self) -> Literal["encoder", "decoder"]:
-        """The kind of the first stack."""
-        return self.stacks[0].kind
 
 
 _REGISTRY: dict[str, ModelFamily] = {}

@@ -6,14 +6,18 @@ See README.md in this folder for the method card.
 
 from leantrain.random_ltd.kernels import KERNELS_ENV, kernel_backend
 from leantrain.random_ltd.lr_schedule import LayerTokenLRScheduler, layer_token_lr_multiplier
+from leantrain.random_ltd.moe import load_balancing_loss
 from leantrain.random_ltd.routing import (
     RoutingError,
     TokenRoute,
     flat_token_index,
+    gather_alibi,
     gather_mask,
     gather_positions,
+    gather_queries,
     gather_route,
     gather_tokens,
+    route_argument,
     scatter_route,
     scatter_tokens,
 )
@@ -54,14 +58,17 @@ __all__ = [
     "TokenRoute",
     "convert_to_random_ltd",
     "flat_token_index",
+    "gather_alibi",
     "gather_mask",
     "gather_positions",
+    "gather_queries",
     "gather_route",
     "gather_tokens",
     "kept_indices",
     "kernel_backend",
     "layer_token_lr_multiplier",
     "layer_tokens_per_step",
+    "load_balancing_loss",
     "random_ltd_scheduler_of",
     "random_scores",
     "rank_key",
@@ -69,6 +76,7 @@ __all__ = [
     "reserved_length",
     "resolve_random_ltd_config",
     "revert_random_ltd",
+    "route_argument",
     "sample_token_indices",
     "scatter_route",
     "scatter_tokens",
