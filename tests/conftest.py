@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,15 @@ def make_inputs(
     for i in range(1, batch):  # ragged: the first row is full length
         mask[i, seq - 2 * i :] = 0
     return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models run fastest on one thread (two spin-wait badly on a loaded 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(params=sorted(MODEL_FACTORIES))

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
 from blocks import calls_of, first, hidden_of
 from settings import (
-    _AUTO,
+    AUTO_CLASS,
     ModelCase,
     TechniqueCase,
     forward,
@@ -110,46 +111,50 @@ def _changed(
     return {**inputs, key: ids}
 
 
-def check_no_future_leak(case: ModelCase, tech: TechniqueCase, plain: nn.Module) -> None:
-    """While dropping, changing the last token changes no earlier output (causal outputs only)."""
+def _twin_forwards(
+    case: ModelCase, tech: TechniqueCase, plain: nn.Module, change: str, where: Any
+) -> list[tuple[Tensor, Tensor]]:
+    """Outputs of a dropping model on a batch and on the batch with the ids of input `change`
+    replaced where `where(inputs)` [B, S] is True, with the same draws, for three draws."""
     model = fresh(plain)
     controller = tech.convert(model, case, True)
     model.train()
     inputs = make_inputs(case)
-    key = "decoder_input_ids" if case.task == "seq2seq" else "input_ids"
-    last = torch.zeros(inputs[key].shape, dtype=torch.bool)
-    last[:, -1] = True
-    changed = _changed(case, inputs, key, last)
+    changed = _changed(case, inputs, change, where(inputs))
+    pairs, dropped = [], False
     with torch.no_grad():
         for seed in range(3):
             rewind = tech.rewind_point(controller)
             a = forward(model, case, inputs, seed)
+            dropped |= tech.dropped(model)
             rewind()
-            b = forward(model, case, changed, seed)
-            torch.testing.assert_close(a[:, :-1], b[:, :-1], rtol=0, atol=1e-6)
-            assert not torch.allclose(a[:, -1], b[:, -1])
-    assert tech.dropped(model)
+            pairs.append((a, forward(model, case, changed, seed)))
+    assert dropped
+    return pairs
+
+
+def _last(inputs: dict[str, Tensor], key: str) -> Tensor:
+    last = torch.zeros(inputs[key].shape, dtype=torch.bool)
+    last[:, -1] = True
+    return last
+
+
+def check_no_future_leak(case: ModelCase, tech: TechniqueCase, plain: nn.Module) -> None:
+    """While dropping, changing the last token changes no earlier output (causal outputs only)."""
+    key = "decoder_input_ids" if case.task == "seq2seq" else "input_ids"
+    for a, b in _twin_forwards(case, tech, plain, key, lambda inputs: _last(inputs, key)):
+        torch.testing.assert_close(a[:, :-1], b[:, :-1], rtol=0, atol=1e-6)
+        assert not torch.allclose(a[:, -1], b[:, -1])
 
 
 def check_padding_invariance(case: ModelCase, tech: TechniqueCase, plain: nn.Module) -> None:
     """While dropping, the tokens under padding never change the outputs of real tokens."""
-    model = fresh(plain)
-    controller = tech.convert(model, case, True)
-    model.train()
-    inputs = make_inputs(case)
-    padding = inputs["attention_mask"] == 0
-    changed = _changed(case, inputs, "input_ids", padding)
-    with torch.no_grad():
-        for seed in range(3):
-            rewind = tech.rewind_point(controller)
-            a = forward(model, case, inputs, seed)
-            rewind()
-            b = forward(model, case, changed, seed)
-            if case.task == "seq2seq":  # every decoder output reads the encoder's real tokens
-                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
-            else:
-                torch.testing.assert_close(a[~padding], b[~padding], rtol=0, atol=1e-6)
-    assert tech.dropped(model)
+    padding = make_inputs(case)["attention_mask"] == 0
+    for a, b in _twin_forwards(case, tech, plain, "input_ids", lambda inputs: padding):
+        if case.task == "seq2seq":  # every decoder output reads the encoder's real tokens
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        else:
+            torch.testing.assert_close(a[~padding], b[~padding], rtol=0, atol=1e-6)
 
 
 # -- training ----------------------------------------------------------------------------------
@@ -224,7 +229,7 @@ def check_save_pretrained(
     text = (out / "config.json").read_text()
     assert "leantrain" not in text and tech.mixin.__name__ not in text
     assert json.loads(text)["architectures"] == [type(plain).__name__]
-    loaded = getattr(transformers, _AUTO[case.task]).from_pretrained(out).eval()
+    loaded = getattr(transformers, AUTO_CLASS[case.task]).from_pretrained(out).eval()
     assert all(type(m).__module__.startswith(("transformers.", "torch.")) for m in loaded.modules())
     inputs = make_inputs(case)
     with torch.no_grad():

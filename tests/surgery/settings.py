@@ -69,7 +69,7 @@ BATCH = 3
 IMAGE = 16  # image side; 4x4 patches -> 16 patch tokens
 
 Task = Literal["causal_lm", "masked_lm", "image", "seq2seq", "plain_lm"]
-_AUTO = {
+AUTO_CLASS = {
     "causal_lm": "AutoModelForCausalLM",
     "masked_lm": "AutoModelForMaskedLM",
     "image": "AutoModelForImageClassification",
@@ -273,7 +273,7 @@ def build(case: ModelCase) -> nn.Module:
             setattr(config, key, 0.0)
         if key.endswith("layerdrop"):
             setattr(config, key, 0.0)
-    return getattr(transformers, _AUTO[case.task]).from_config(config).eval()
+    return getattr(transformers, AUTO_CLASS[case.task]).from_config(config).eval()
 
 
 def make_inputs(case: ModelCase, seed: int = 0) -> dict[str, Tensor]:

@@ -22,6 +22,8 @@ from leantrain.random_ltd import (
 )
 from leantrain.surgery import SurgeryError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CASE = {c.id: c for c in CASES}
 
 

@@ -14,7 +14,7 @@ import invariants as inv
 import pytest
 import torch
 from settings import (
-    _AUTO,
+    AUTO_CLASS,
     CASES,
     TECHNIQUES,
     ModelCase,
@@ -27,6 +27,8 @@ from settings import (
 from torch import nn
 
 from leantrain.surgery import SurgeryError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 _TEXT = ("causal_lm", "masked_lm", "seq2seq")
 
@@ -63,15 +65,6 @@ def _plain(case: ModelCase) -> nn.Module:
     if case.id not in _BUILT:
         _BUILT[case.id] = build(case)
     return _BUILT[case.id]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (two spin-wait badly on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # Dynamo reads `.grad` of non-leaf hidden states when it wraps them (torch 2.13).
@@ -131,7 +124,7 @@ def test_saved_models_load_with_plain_transformers(tmp_path: Path) -> None:
         with torch.no_grad():
             logits = outputs(case, model.eval()(**inputs))[0]
         torch.save({"inputs": inputs, "logits": logits}, folder / "expected.pt")
-        jobs.append(f"{folder} {_AUTO[case.task]}")
+        jobs.append(f"{folder} {AUTO_CLASS[case.task]}")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [sys.executable, "-c", _LOAD_WITHOUT_LEANTRAIN],

@@ -16,6 +16,8 @@ from leantrain.pld import ProgressiveLayerDrop, convert_to_progressive_layer_dro
 from leantrain.random_ltd import RandomLTDScheduler, convert_to_random_ltd, kept_indices
 from leantrain.random_ltd.moe import load_balancing_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MOE = [pytest.param(c, id=c.id) for c in CASES if c.id in ("mixtral", "qwen2_moe", "qwen3_moe")]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,16 +25,9 @@ from leantrain.pld import (
 )
 from leantrain.surgery import SurgeryError, conversions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 STEADY = 10**6  # a step where θ(t) = θ̄ to float precision with γ = 0.001
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest on one thread (two spin-wait badly on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _schedule(step: int = STEADY, **kwargs: float) -> ProgressiveLayerDrop:

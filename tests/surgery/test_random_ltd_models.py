@@ -25,6 +25,8 @@ from leantrain.random_ltd import (
 )
 from leantrain.surgery import SurgeryError, conversions
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ATTN = ["eager", "sdpa"]
 MIN_FLOAT = torch.finfo(torch.float32).min
 

@@ -17,6 +17,8 @@ from leantrain.trainer.data import TaskData
 from leantrain.trainer.loop import build_model
 from leantrain.trainer.recipe import recipe_from_dict
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 _TRAINER_TASK = {
     "causal_lm": "causal_lm",
     "masked_lm": "masked_lm",
