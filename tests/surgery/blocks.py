@@ -70,6 +70,7 @@ def _plain_call(call: _Call, args: tuple[Any, ...] | None = None, **changes: Any
 
 
 def first(out: Any) -> Tensor:
+    """The hidden states of a block output (a tensor, or a tuple's first item)."""
     return out[0] if isinstance(out, tuple) else out
 
 
@@ -169,7 +170,9 @@ def ltd_block_check(
         x, out = hidden_of(call), first(call.out)
         keep = torch.zeros(x.shape[:2], dtype=torch.bool).scatter(1, idx, True)
         assert torch.equal(out[~keep], x[~keep])  # dropped tokens skip the block
-        given = {n: plan.get(list(call.args), call.kwargs, n) for n, k in plan.routes.items()}
+        for slot, name in plan.echo.items():  # what the block hands on, as it was given
+            assert call.out[slot] is plan.get(list(call.args), call.kwargs, name)
+        given = {n: plan.get(list(call.args), call.kwargs, n) for n in plan.routes}
         with torch.no_grad():
             if all(v is None for v in given.values()):  # nothing positional: run on the subset
                 gathered = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))

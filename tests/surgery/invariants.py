@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from settings import (
     AUTO_CLASS,
     ModelCase,
     TechniqueCase,
+    build,
     forward,
     fresh,
     labels_for,
@@ -161,16 +163,18 @@ def check_padding_invariance(case: ModelCase, tech: TechniqueCase, plain: nn.Mod
 
 
 def check_block(case: ModelCase, tech: TechniqueCase, plain: nn.Module) -> None:
-    """The technique's block-level semantics (`TechniqueCase.block_check`), on every attention
-    implementation the model has (its default and eager)."""
+    """The technique's block-level semantics (`TechniqueCase.block_check`), under the model's
+    default attention implementation and, where that is another one, under eager attention."""
     model = fresh(plain)
     controller = tech.convert(model, case, True)
     inputs = make_inputs(case)
     tech.block_check(model, case, controller, inputs)
-    config = getattr(model, "config", None)
-    if config is not None and config._attn_implementation != "eager":
-        model.set_attn_implementation("eager")
-        tech.block_check(model, case, controller, inputs)
+    if getattr(getattr(model, "config", None), "_attn_implementation", "eager") != "eager":
+        eager = replace(case, config={**case.config, "attn_implementation": "eager"})
+        model = build(eager)
+        assert model.config._attn_implementation == "eager"
+        controller = tech.convert(model, eager, True)
+        tech.block_check(model, eager, controller, inputs)
 
 
 def check_gradients(case: ModelCase, tech: TechniqueCase, plain: nn.Module) -> None:

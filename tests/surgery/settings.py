@@ -199,8 +199,9 @@ CASES: tuple[ModelCase, ...] = (
         {
             **_BERT,
             "relative_attention": True,
-            "position_buckets": 8,
+            "position_buckets": 32,
             "pos_att_type": ["p2c", "c2p"],
+            "initializer_range": 0.3,  # relative positions that matter at random init
         },
     ),
     ModelCase(
