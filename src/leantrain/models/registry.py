@@ -20,6 +20,7 @@ from torch import nn
 from leantrain.errors import LeantrainError
 
 __all__ = [
+    "ROTARY",
     "ROUTES",
     "BlockList",
     "ModelFamily",
