@@ -5,15 +5,17 @@ and one row per technique (`TECHNIQUES`). `test_grid.py` runs every invariant of
 `invariants.py` on every (model, technique) pair; the README's support matrix is generated
 from these rows (`support_matrix.py`), so a row here is the claim and the grid its proof.
 
-Adding a technique (how issue 12's techniques plug in): write a `TechniqueCase` with
+Adding a technique (how a new technique joins the grid): write a `TechniqueCase` with
+- `name` (its conversion record's name), `title` (its support-matrix column), the `mixin`
+  class it swaps in, and `revert(model)`;
 - `convert(model, case, drop)`: convert in place and return the technique's controller, set so
   that the next training forwards drop something (`drop=True`) or nothing at all (`drop=False`:
   θ = 1, reserved length = full length, ...);
-- `revert(model)` and the `mixin` class it swaps in;
 - `rewind_point(controller)`: a function that makes the next forward draw again what the
   forward after this call draws (the checker also reseeds torch), so two forwards compare;
 - `why_not(case)`: None where the technique applies, else the reason (taken from the registry,
   so the error users see and the matrix agree);
+- `dropped(model)`: whether the forwards so far dropped anything (the checks assert they did);
 - `block_check(model, case, controller, inputs)`: what one converted block must compute, checked
   against the plain block (a kept PLD block is lerp(x, block(x), 1/p); a random-LTD block's kept
   tokens see exactly what the full block shows them);
