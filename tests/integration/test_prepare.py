@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import leantrain
+from leantrain.accounting import step_tokens
 from leantrain.adopt import ShuffledBatchSampler
-from leantrain.adopt.accounting import step_tokens
 from leantrain.curriculum import CurriculumSampler
 from leantrain.curriculum.scheduler import difficulty_at
 from leantrain.errors import ConfigError, LeantrainError

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leantrain.adopt.accounting import effective_seqlen, layer_tokens_per_sample, step_tokens
+from leantrain.accounting import effective_seqlen, layer_tokens_per_sample, step_tokens
 
 
 def test_effective_seqlen_megatron_examples() -> None:

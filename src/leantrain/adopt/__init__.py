@@ -4,7 +4,7 @@ The Hugging Face Trainer integration lives in `leantrain.adopt.hf` (imported on 
 `import leantrain` does not load the Trainer).
 """
 
-from leantrain.adopt.accounting import (
+from leantrain.accounting import (
     StepTokens,
     effective_seqlen,
     layer_tokens_per_sample,

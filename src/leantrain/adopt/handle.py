@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from leantrain.adopt.accounting import StepTokens, step_tokens
+from leantrain.accounting import StepTokens, step_tokens
 from leantrain.adopt.compose import (
     LEGACY,
     SURGERY_ORDER,
