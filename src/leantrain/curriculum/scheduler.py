@@ -12,7 +12,13 @@ from pydantic import ValidationError
 from leantrain.config.schema import CurriculumMetricConfig, LegacyCurriculumConfig
 from leantrain.errors import ConfigError, check_state_version
 
-__all__ = ["CurriculumScheduler", "difficulty_at", "fixed_discrete", "fixed_root"]
+__all__ = [
+    "CurriculumScheduler",
+    "CurriculumSchedules",
+    "difficulty_at",
+    "fixed_discrete",
+    "fixed_root",
+]
 
 STATE_VERSION = 1
 
@@ -114,6 +120,16 @@ class CurriculumScheduler:
         """Install the function of the global step used by schedule_type 'custom'."""
         self._custom = fn
 
+    @property
+    def custom(self) -> bool:
+        """Whether its schedule_type is 'custom' (a user function of the step)."""
+        return self.config.schedule_type == "custom"
+
+    @property
+    def waiting(self) -> bool:
+        """Whether it is custom and its function is not installed yet."""
+        return self.custom and self._custom is None
+
     def get_difficulty(self, global_step: int) -> int | float:
         """The schedule at `global_step`, without touching the state (pure)."""
         return _num(difficulty_at(self.config, global_step, self._custom))
@@ -153,3 +169,51 @@ class CurriculumScheduler:
 
 def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() else float(x)
+
+
+class CurriculumSchedules:
+    """Every difficulty schedule of one run, by name: one `CurriculumScheduler` each.
+
+    The curriculum technique steps them and the curriculum sampler draws from the same objects,
+    so a custom schedule's function is installed once. A custom schedule is not advanced until
+    its function is installed; reading difficulties before that raises.
+    """
+
+    def __init__(self, schedulers: Mapping[str, CurriculumScheduler]) -> None:
+        """`schedulers` by name (the legacy warmup's, or a Data Efficiency metric's)."""
+        self.schedulers = dict(schedulers)
+
+    def update(self, global_step: int) -> None:
+        """Advance every schedule with its function to `global_step` (DeepSpeed semantics)."""
+        for scheduler in self.schedulers.values():
+            if not scheduler.waiting:
+                scheduler.update_difficulty(global_step)
+
+    def difficulties(self) -> dict[str, float]:
+        """The current difficulty of each schedule."""
+        waiting = [name for name, s in self.schedulers.items() if s.waiting]
+        if waiting:
+            raise ConfigError(
+                f"curriculum schedule {waiting[0]!r}: schedule_type is 'custom': call "
+                "handle.set_custom_curriculum_schedule(fn) (or set_custom_get_difficulty) "
+                "before training"
+            )
+        return {k: float(s.get_current_difficulty()) for k, s in self.schedulers.items()}
+
+    def custom(self) -> list[str]:
+        """Names of the schedules of schedule_type 'custom'."""
+        return [name for name, s in self.schedulers.items() if s.custom]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each schedule's state, by name."""
+        return {name: s.state_dict() for name, s in self.schedulers.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict()`; the same schedules must be configured."""
+        if sorted(state) != sorted(self.schedulers):
+            raise ConfigError(
+                f"curriculum state: saved for the schedules {sorted(state)}, this run has "
+                f"{sorted(self.schedulers)}; resume with the same config"
+            )
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state[name])
