@@ -17,8 +17,9 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from leantrain.config import RandomLTDConfig
 from leantrain.errors import ConfigError
-from leantrain.models import find_block_list
+from leantrain.models import BlockList, find_block_list
 from leantrain.random_ltd.routing import (
     RoutingError,
     gather_mask,
@@ -26,7 +27,7 @@ from leantrain.random_ltd.routing import (
     gather_route,
     scatter_route,
 )
-from leantrain.random_ltd.scheduler import RandomLTDScheduler
+from leantrain.random_ltd.scheduler import RandomLTDScheduler, resolve_random_ltd_config
 from leantrain.random_ltd.selection import rank_key, sample_token_indices, token_validity
 from leantrain.surgery import (
     SurgeryError,
@@ -44,6 +45,7 @@ __all__ = [
     "RandomLTDConversion",
     "RandomLTDMixin",
     "convert_to_random_ltd",
+    "converted_layer_ids",
     "kept_indices",
     "random_ltd_scheduler_of",
     "remove_random_ltd_state_dict",
@@ -229,28 +231,17 @@ def convert_to_random_ltd(
     ensure_plain_model(model, "random-LTD")
     if TECHNIQUE in conversions(model):
         raise SurgeryError("the model is already converted by random_ltd; revert it first")
-    scheduler = config if isinstance(config, RandomLTDScheduler) else RandomLTDScheduler(config)
-    cfg = scheduler.config
+    cfg = resolve_random_ltd_config(config)
     found = find_block_list(model, layers)
-    num_layers = len(found)
+    layer_ids = converted_layer_ids(cfg, found)
+    if isinstance(config, RandomLTDScheduler):
+        scheduler = config
+        scheduler.set_layer_counts(len(found), len(layer_ids))  # checks, or fills counts left out
+    else:
+        scheduler = RandomLTDScheduler(
+            cfg, total_layer_num=len(found), random_ltd_layer_num=len(layer_ids)
+        )
     section = "data_efficiency.data_routing.random_ltd"
-    if cfg.total_layer_num is not None and cfg.total_layer_num != num_layers:
-        raise ConfigError(
-            f"{section}.total_layer_num: got {cfg.total_layer_num}; {found.path} has "
-            f"{num_layers} blocks"
-        )
-    ids = cfg.random_ltd_layer_id
-    layer_ids = tuple(ids) if ids is not None else tuple(range(1, num_layers - 1))
-    bad = [i for i in layer_ids if not 0 <= i < num_layers]
-    if bad:
-        raise ConfigError(
-            f"{section}.random_ltd_layer_id: {bad} out of range for {num_layers} blocks"
-        )
-    if not layer_ids:
-        raise SurgeryError(
-            f"random-LTD: no layers to convert in {found.path} ({num_layers} blocks); "
-            "set random_ltd_layer_id"
-        )
     family = found.family
     if family is not None and cfg.model_type is not None and cfg.model_type != family.kind:
         raise ConfigError(
@@ -282,12 +273,34 @@ def convert_to_random_ltd(
             data_parallel_rank=data_parallel_rank,
         )
         plans.append((block, plan))
-    scheduler.set_layer_counts(num_layers, len(layer_ids))
     record_conversion(model, TECHNIQUE, RandomLTDConversion(found.path, layer_ids, scheduler))
     for block, plan in plans:
         add_mixin(block, RandomLTDMixin)
         block.__dict__[_PLAN_ATTR] = plan
     return model
+
+
+def converted_layer_ids(section: RandomLTDConfig, blocks: BlockList) -> tuple[int, ...]:
+    """The blocks random-LTD converts: `random_ltd_layer_id`, else all but the first and last,
+    checked against the block list."""
+    num_layers = len(blocks)
+    key = "data_efficiency.data_routing.random_ltd"
+    if section.total_layer_num is not None and section.total_layer_num != num_layers:
+        raise ConfigError(
+            f"{key}.total_layer_num: got {section.total_layer_num}; {blocks.path} has "
+            f"{num_layers} blocks"
+        )
+    ids = section.random_ltd_layer_id
+    layer_ids = tuple(ids) if ids is not None else tuple(range(1, num_layers - 1))
+    bad = [i for i in layer_ids if not 0 <= i < num_layers]
+    if bad:
+        raise ConfigError(f"{key}.random_ltd_layer_id: {bad} out of range for {num_layers} blocks")
+    if not layer_ids:
+        raise SurgeryError(
+            f"random-LTD: no layers to convert in {blocks.path} ({num_layers} blocks); "
+            "set random_ltd_layer_id"
+        )
+    return layer_ids
 
 
 def revert_random_ltd(model: nn.Module) -> nn.Module:
