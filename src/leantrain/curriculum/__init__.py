@@ -5,9 +5,10 @@ from leantrain.curriculum.analyzer import DataAnalyzer
 from leantrain.curriculum.index import CurriculumIndex, CurriculumIndexError, write_index
 from leantrain.curriculum.metrics import BUILTIN_METRICS, Metric, TokenBatch, rarity_table
 from leantrain.curriculum.sampler import CurriculumSampler
-from leantrain.curriculum.scheduler import CurriculumScheduler
+from leantrain.curriculum.scheduler import CurriculumScheduler, CurriculumSchedules
 from leantrain.curriculum.seqlen import SeqlenWarmupCollator, reshape_batch, truncate_batch
 from leantrain.curriculum.sources import ArraySource, HFSource, TokenSource, TorchSource
+from leantrain.curriculum.technique import CurriculumTechnique
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -16,6 +17,8 @@ __all__ = [
     "CurriculumIndexError",
     "CurriculumSampler",
     "CurriculumScheduler",
+    "CurriculumSchedules",
+    "CurriculumTechnique",
     "DataAnalyzer",
     "HFSource",
     "Metric",

@@ -42,6 +42,7 @@ from leantrain.random_ltd.surgery import (
     remove_random_ltd_state_dict,
     revert_random_ltd,
 )
+from leantrain.random_ltd.technique import RandomLTDTechnique
 
 __all__ = [
     "KERNELS_ENV",
@@ -51,6 +52,7 @@ __all__ = [
     "RandomLTDConversion",
     "RandomLTDMixin",
     "RandomLTDScheduler",
+    "RandomLTDTechnique",
     "RoutingError",
     "TokenRoute",
     "convert_to_random_ltd",
