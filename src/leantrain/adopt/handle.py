@@ -51,7 +51,6 @@ class LeantrainHandle:
         collate_fn: Callable[[list[Any]], Any] | None,
         num_layers: int,
         samples_per_step: int | None,
-        gradient_accumulation_steps: int,
         seq_length: int | None,
     ) -> None:
         """Built by `prepare`; not meant to be called directly."""
@@ -74,7 +73,6 @@ class LeantrainHandle:
         self._collate_fn = collate_fn
         self._num_layers = num_layers
         self._samples_per_step = samples_per_step
-        self.gradient_accumulation_steps = gradient_accumulation_steps
         self._seq_length = seq_length
         self._warned_unknown_length = False
         self._set_step(0)

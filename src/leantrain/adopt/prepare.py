@@ -91,7 +91,6 @@ def prepare(
         collate_fn=collate_fn,
         num_layers=len(blocks),
         samples_per_step=samples_per_step,
-        gradient_accumulation_steps=gradient_accumulation_steps,
         seq_length=seq_length if seq_length is not None else composition_facts(cfg).seq_length,
     )
     if handle.batch_sampler is None and train_dataset is not None and micro_batch_size is not None:

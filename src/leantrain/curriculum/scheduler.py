@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
+from leantrain.config.resolve import validate_section
 from leantrain.config.schema import CurriculumMetricConfig, LegacyCurriculumConfig
 from leantrain.errors import ConfigError, check_state_version
 
@@ -76,6 +76,7 @@ def difficulty_at(
 
 
 def _parse(config: Any) -> LegacyCurriculumConfig | CurriculumMetricConfig:
+    """One schedule section, typed or a dict: the legacy one when it has its keys."""
     if isinstance(config, LegacyCurriculumConfig | CurriculumMetricConfig):
         return config
     if not isinstance(config, Mapping):
@@ -83,14 +84,9 @@ def _parse(config: Any) -> LegacyCurriculumConfig | CurriculumMetricConfig:
             f"CurriculumScheduler: got {type(config).__name__}; expected the legacy "
             "curriculum_learning section or one curriculum_metrics entry (dict or parsed)"
         )
-    legacy = "curriculum_type" in config or "enabled" in config
-    cls = LegacyCurriculumConfig if legacy else CurriculumMetricConfig
-    try:
-        return cls.model_validate(dict(config))
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or cls.__name__
-        raise ConfigError(f"{where}: {first['msg']}") from None
+    if "curriculum_type" in config or "enabled" in config:
+        return validate_section(LegacyCurriculumConfig, config, "curriculum_learning")
+    return validate_section(CurriculumMetricConfig, config, "")
 
 
 class CurriculumScheduler:
