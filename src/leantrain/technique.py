@@ -185,8 +185,8 @@ class Technique(ABC):
 
     @abstractmethod
     def step(self, global_step: int) -> None:
-        """Be at global step `global_step` (optimizer steps taken): called at build with 0, after
-        each optimizer step and after loading a state."""
+        """Be at global step `global_step` (optimizer steps taken): called with 0 when the
+        handle is made, after each optimizer step, and after a state is loaded."""
 
     def process_batch(self, batch: Any) -> Any:
         """The batch as this step uses it (techniques that change batches)."""
