@@ -207,7 +207,14 @@ class TorchSource(TokenSource):
             if self.mask_column and self.mask_column in item:
                 mask = np.asarray(item[self.mask_column]).reshape(-1)
             item = item[self.column]
-        return np.asarray(item).reshape(-1), mask
+        tokens = np.asarray(item).reshape(-1)
+        if tokens.size == 0:  # np.asarray([]) is float64: keep an empty sample integer-typed
+            return tokens.astype(np.int64), mask
+        if tokens.dtype.kind not in "iu":
+            raise ConfigError(
+                f"dataset: sample {i}: token ids of dtype {tokens.dtype}; expected integers"
+            )
+        return tokens, mask
 
     def read(self, start: int, end: int, *, tokens_needed: bool = True) -> TokenBatch:
         """Samples [start, end), item by item."""
