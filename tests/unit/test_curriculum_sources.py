@@ -16,7 +16,8 @@ ROWS = [[5, 2, 7], [], [2, 2], [9], []]
 
 
 def _run(data: object, out: Path) -> dict[str, np.ndarray]:
-    got = DataAnalyzer(data, out, ["seqlen", "vocab_rarity"], show_progress=False).run()
+    metrics = ["seqlen", "vocab_rarity"]
+    got = DataAnalyzer(data, out, metrics, vocab_size=10, show_progress=False).run()
     return {name: np.asarray(index.sample_to_metric) for name, index in got.items()}
 
 

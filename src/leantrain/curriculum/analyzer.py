@@ -133,7 +133,9 @@ class DataAnalyzer:
 
     `dataset`: a `datasets.Dataset`, a map-style torch `Dataset`, a `(tokens, offsets)` pair of
     arrays (or .npy paths) or a `TokenSource`. `metrics`: built-in names (`seqlen`,
-    `vocab_rarity`, `seqlen_vocab_rarity`) or `Metric` objects. `num_workers` local processes
+    `vocab_rarity`, `seqlen_vocab_rarity`) or `Metric` objects. `vocab_size` (required by the
+    rarity metrics): the tokenizer's `len()`; the token histogram has vocab_size + 1 bins, as
+    in DeepSpeed's reference analysis. `num_workers` local processes
     (`mp_context`, default fork where available) run the map stage; for many nodes call `run_map(worker_id, num_workers)` on every rank
     (or use `leantrain analyze` under torchrun) and `run_reduce()` once all parts exist.
     """
@@ -155,12 +157,14 @@ class DataAnalyzer:
         max_seq_len: int | None = None,
         show_progress: bool = True,
         mp_context: str | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         self.source = as_source(
             dataset, column=column, mask_column=mask_column, pad_token_id=pad_token_id
         )
         self.output_dir = Path(output_dir)
-        self.metrics = resolve_metrics(tuple(metrics))
+        self.vocab_size = vocab_size
+        self.metrics = resolve_metrics(tuple(metrics), vocab_size=vocab_size)
         self.batch_size = batch_size
         self.num_workers = max(1, num_workers)
         self.max_distinct_values = max_distinct_values
@@ -198,6 +202,7 @@ class DataAnalyzer:
             "part_size": self.part_size,
             "metrics": [m.name for m in self.metrics],
             "max_seq_len": self.max_seq_len,
+            "vocab_size": self.vocab_size,
         }
         path = self.work_dir / "plan.json"
         if path.is_file():
@@ -302,7 +307,7 @@ class DataAnalyzer:
                     folder / "manifest.json",
                     {
                         "version": 1, "metric": m.name, "metric_type": m.metric_type,
-                        "source_fingerprint": fingerprint,
+                        "source_fingerprint": fingerprint, "vocab_size": self.vocab_size,
                         "sha256": file_sha256(folder / "accumulated.npy"),
                     },
                 )  # fmt: skip
@@ -344,6 +349,8 @@ class DataAnalyzer:
             except (OSError, json.JSONDecodeError):
                 return False
             if manifest.get("source_fingerprint") != fingerprint:
+                return False
+            if manifest.get("vocab_size") != self.vocab_size:
                 return False
         return True
 
