@@ -1,7 +1,9 @@
 """Typed schema of the DeepSpeed config sections leantrain implements.
 
 Key names and defaults follow DeepSpeed's JSON config exactly, so a DeepSpeed user's file loads
-unchanged. Keys marked "leantrain extension" are ours; DeepSpeed has no equivalent.
+unchanged; where DeepSpeed's config requires a key (PLD's theta and gamma) the default is that of
+the DeepSpeed class reading it. Keys marked "leantrain extension" are ours; DeepSpeed has no
+equivalent. Values DeepSpeed accepts but cannot train with are rejected here, naming the key.
 """
 
 from __future__ import annotations
