@@ -66,9 +66,16 @@ WORKER_SCRIPT = textwrap.dedent(
         return 0
 
     if __name__ == "__main__":
+        if len(sys.argv) > 3:  # the caller's own SIGTERM handler, which returns
+            import signal
+            signal.signal(signal.SIGTERM, lambda *args: print("handler ran", flush=True))
         tokens, offsets = np.arange(40) % 7, np.arange(0, 41, 4)
-        DataAnalyzer((tokens, offsets), sys.argv[1], [Metric("slow", slow)], num_workers=2,
-                     batch_size=1, part_size=1, show_progress=False).run()
+        try:
+            DataAnalyzer((tokens, offsets), sys.argv[1], [Metric("slow", slow)], num_workers=2,
+                         batch_size=1, part_size=1, show_progress=False).run()
+        except KeyboardInterrupt:
+            print("stopped like Ctrl-C", flush=True)
+            time.sleep(5)  # alive: any worker still running now was not stopped by the pool
     """
 )
 
@@ -88,6 +95,7 @@ def _dead(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="parent-death detection is POSIX-only")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_workers_exit_when_the_parent_dies(tmp_path: Path, sig: signal.Signals) -> None:
@@ -113,6 +121,43 @@ def test_workers_exit_when_the_parent_dies(tmp_path: Path, sig: signal.Signals) 
         while not all(_dead(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert [p for p in workers if not _dead(p)] == []
+    finally:
+        if main.poll() is None:
+            main.kill()
+        for pid in workers:
+            if not _dead(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_sigterm_stops_the_pool_like_ctrl_c(tmp_path: Path) -> None:
+    """With a SIGTERM handler of the caller's that returns, the pool used to carry on with its
+    parts; now its workers stop at once and the run ends with KeyboardInterrupt, as on Ctrl-C,
+    while the main process is still alive (so it is not the parent watch that ends them)."""
+    (tmp_path / "script.py").write_text(WORKER_SCRIPT)
+    pids_dir = tmp_path / "pids"
+    pids_dir.mkdir()
+    main = subprocess.Popen(
+        [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "out"), str(pids_dir), "1"],
+        env=os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and main.poll() is None:
+            time.sleep(0.1)
+            workers = [int(p.name) for p in pids_dir.iterdir()]
+        assert len(workers) == 2, "the workers never started"
+        os.kill(main.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 4  # the script stays alive 5 s after stopping
+        while not all(_dead(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert main.poll() is None and [p for p in workers if not _dead(p)] == []
+        out, _ = main.communicate(timeout=30)
+        assert out.splitlines() == ["handler ran", "stopped like Ctrl-C"]
     finally:
         if main.poll() is None:
             main.kill()
@@ -281,6 +326,7 @@ def _can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs (needs `unshare -rm`)")
 def test_a_full_disk_is_an_error_naming_the_file(tmp_path: Path) -> None:
     """On a 1 MiB tmpfs the index files do not fit: the process used to die of SIGBUS while

@@ -42,6 +42,9 @@ def _init_worker(
     parent = os.getppid()
     if direct and parent != main_pid:  # the main process died before this worker started
         os._exit(1)
+    # a forked worker inherits the parent's SIGTERM handler, which the executor's task loop
+    # would catch like any exception: `terminate()` must end the worker, so restore the default
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # under forkserver the parent is the fork server, which exits when the main process does
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     initializer(*initargs)
