@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -95,51 +97,17 @@ def _dead(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.name != "posix", reason="parent-death detection is POSIX-only")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_workers_exit_when_the_parent_dies(tmp_path: Path, sig: signal.Signals) -> None:
-    """Workers used to sleep on under PID 1 after the main process got SIGTERM or SIGKILL."""
-    (tmp_path / "script.py").write_text(WORKER_SCRIPT)
-    pids_dir = tmp_path / "pids"
-    pids_dir.mkdir()
-    env = os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    main = subprocess.Popen(
-        [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "out"), str(pids_dir)],
-        env=env,
-    )
-    workers: list[int] = []
-    try:
-        deadline = time.monotonic() + 120
-        while len(workers) < 2 and time.monotonic() < deadline and main.poll() is None:
-            time.sleep(0.1)
-            workers = [int(p.name) for p in pids_dir.iterdir()]
-        assert len(workers) == 2, "the workers never started"
-        os.kill(main.pid, sig)
-        assert main.wait(timeout=30) == -sig  # SIGTERM ends it as the default action would
-        deadline = time.monotonic() + 10
-        while not all(_dead(p) for p in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert [p for p in workers if not _dead(p)] == []
-    finally:
-        if main.poll() is None:
-            main.kill()
-        for pid in workers:
-            if not _dead(pid):
-                os.kill(pid, signal.SIGKILL)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
-def test_sigterm_stops_the_pool_like_ctrl_c(tmp_path: Path) -> None:
-    """With a SIGTERM handler of the caller's that returns, the pool used to carry on with its
-    parts; now its workers stop at once and the run ends with KeyboardInterrupt, as on Ctrl-C,
-    while the main process is still alive (so it is not the parent watch that ends them)."""
+@contextmanager
+def _analysis_with_workers(
+    tmp_path: Path, *extra: str
+) -> Iterator[tuple[subprocess.Popen, list[int]]]:
+    """WORKER_SCRIPT running in a subprocess once both its workers are busy; whatever survives
+    the test is killed by pid on the way out."""
     (tmp_path / "script.py").write_text(WORKER_SCRIPT)
     pids_dir = tmp_path / "pids"
     pids_dir.mkdir()
     main = subprocess.Popen(
-        [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "out"), str(pids_dir), "1"],
+        [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "out"), str(pids_dir), *extra],
         env=os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
         text=True,
@@ -151,19 +119,47 @@ def test_sigterm_stops_the_pool_like_ctrl_c(tmp_path: Path) -> None:
             time.sleep(0.1)
             workers = [int(p.name) for p in pids_dir.iterdir()]
         assert len(workers) == 2, "the workers never started"
-        os.kill(main.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 4  # the script stays alive 5 s after stopping
-        while not all(_dead(p) for p in workers) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert main.poll() is None and [p for p in workers if not _dead(p)] == []
-        out, _ = main.communicate(timeout=30)
-        assert out.splitlines() == ["handler ran", "stopped like Ctrl-C"]
+        yield main, workers
     finally:
         if main.poll() is None:
             main.kill()
+        main.communicate()  # reaps it and closes its stdout
         for pid in workers:
             if not _dead(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _wait_dead(pids: list[int], seconds: float) -> list[int]:
+    """The pids still running after waiting up to `seconds` for all of them to end."""
+    deadline = time.monotonic() + seconds
+    while not all(_dead(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in pids if not _dead(p)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="parent-death detection is POSIX-only")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_workers_exit_when_the_parent_dies(tmp_path: Path, sig: signal.Signals) -> None:
+    """Workers used to sleep on under PID 1 after the main process got SIGTERM or SIGKILL."""
+    with _analysis_with_workers(tmp_path) as (main, workers):
+        os.kill(main.pid, sig)
+        assert main.wait(timeout=30) == -sig  # SIGTERM ends it as the default action would
+        assert _wait_dead(workers, 10) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_sigterm_stops_the_pool_like_ctrl_c(tmp_path: Path) -> None:
+    """With a SIGTERM handler of the caller's that returns, the pool used to carry on with its
+    parts; now its workers stop at once and the run ends with KeyboardInterrupt, as on Ctrl-C,
+    while the main process is still alive (so it is not the parent watch that ends them)."""
+    with _analysis_with_workers(tmp_path, "keep-handler") as (main, workers):
+        os.kill(main.pid, signal.SIGTERM)
+        assert _wait_dead(workers, 4) == []  # the script stays alive 5 s after stopping
+        assert main.poll() is None
+        out, _ = main.communicate(timeout=30)
+        assert out.splitlines() == ["handler ran", "stopped like Ctrl-C"]
 
 
 # ---- kills during cleanup, and corrupted parts ------------------------------------------------
