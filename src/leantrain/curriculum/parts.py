@@ -84,16 +84,19 @@ def verified_parts(
     return done
 
 
-def _values(
+def compute_part(
     source: TokenSource,
     metrics: list[Metric],
     context: dict[str, Any],
+    stage_dir: Path,
+    part: int,
     start: int,
     end: int,
     batch_size: int,
-    progress: Callable[[int], Any] | None,
-) -> dict[str, list[np.ndarray]]:
-    """Every metric over samples [start, end), batch by batch."""
+    progress: Callable[[int], Any] | None = None,
+) -> int:
+    """Compute metrics for samples [start, end), batch by batch, and write the part folder
+    atomically; returns the number of samples."""
     tokens_needed = any(m is not BUILTIN_METRICS["seqlen"] for m in metrics)
     values: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
     for a in range(start, end, batch_size):
@@ -106,23 +109,6 @@ def _values(
             values[m.name].append(out)
         if progress is not None:
             progress(len(batch))
-    return values
-
-
-def compute_part(
-    source: TokenSource,
-    metrics: list[Metric],
-    context: dict[str, Any],
-    stage_dir: Path,
-    part: int,
-    start: int,
-    end: int,
-    batch_size: int,
-    progress: Callable[[int], Any] | None = None,
-) -> int:
-    """Compute metrics for samples [start, end) and write the part folder atomically; returns
-    the number of samples."""
-    values = _values(source, metrics, context, start, end, batch_size, progress)
     final = part_dir(stage_dir, part)
     tmp = temp_path(final)
     discard(tmp)
