@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leantrain.curriculum import DataAnalyzer
+from leantrain.curriculum import DataAnalyzer, Metric
 from leantrain.errors import ConfigError
 
 
@@ -34,3 +34,14 @@ def test_vocab_size_is_required_and_ids_are_range_checked(tmp_path: Path) -> Non
         DataAnalyzer(
             [[1], [2, 3], [4, 7]], tmp_path, ["vocab_rarity"], vocab_size=5, show_progress=False
         ).run()
+
+
+def _inverse_length(tokens: np.ndarray) -> float:
+    return 1.0 / len(tokens) if len(tokens) else float("nan")
+
+
+def test_a_non_finite_metric_value_names_the_sample(tmp_path: Path) -> None:
+    """NaN has no place in a sorted index: it used to be written, then fail its own load."""
+    metric = Metric("inverse_length", _inverse_length)
+    with pytest.raises(ConfigError, match=r"'inverse_length': value nan for sample 2"):
+        DataAnalyzer([[1], [1, 2], [], [3]], tmp_path, [metric], show_progress=False).run()

@@ -101,6 +101,12 @@ class Metric:
                     f"metric {self.name!r}: returned shape {out.shape} for {len(batch)} "
                     "samples; expected one number per sample"
                 )
+            if out.dtype.kind in "fc" and not np.isfinite(out).all():
+                bad = int(np.flatnonzero(~np.isfinite(out))[0])
+                raise ConfigError(
+                    f"metric {self.name!r}: value {out[bad]} for sample {batch.start + bad}; "
+                    "a difficulty must be a finite number"
+                )
             return out.astype(self.output_dtype(out))
         return out
 
