@@ -8,6 +8,7 @@ from leantrain.curriculum.sampler import CurriculumSampler
 from leantrain.curriculum.scheduler import CurriculumScheduler, CurriculumSchedules
 from leantrain.curriculum.seqlen import SeqlenWarmupCollator, reshape_batch, truncate_batch
 from leantrain.curriculum.sources import ArraySource, HFSource, TokenSource, TorchSource
+from leantrain.curriculum.storage import WriteError
 from leantrain.curriculum.technique import CurriculumTechnique
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "TokenBatch",
     "TokenSource",
     "TorchSource",
+    "WriteError",
     "rarity_table",
     "reshape_batch",
     "truncate_batch",

@@ -36,6 +36,9 @@ __all__ = ["CurriculumSampler"]
 
 STATE_VERSION = 1
 SNAPSHOTS = 1024  # recent per-step cluster positions kept for state_dict(consumed_micro_batches)
+#: Config metric names that read an index named otherwise (Megatron-DeepSpeed's scripts call
+#: the vocab_rarity index "voc"; its seqlen curricula read the seqlen index).
+INDEX_METRIC = {"voc": "vocab_rarity", "seqlen_truncate": "seqlen", "seqlen_reshape": "seqlen"}
 
 
 @dataclass
@@ -99,6 +102,9 @@ class CurriculumSampler(Sampler[list[int]]):
     only report a difficulty, e.g. for `truncate_batch`. Global batch = micro_batch_size ×
     world_size × gradient_accumulation_steps. `shard=False` yields every rank's micro-batch in
     rank order (for Accelerate / HF Trainer, which shard batch samplers themselves).
+    Each index must be of its metric (the config key, or "voc" for vocab_rarity); with
+    `dataset` (the training data) and `verify_index`, it must also be of that data (sample count
+    and digests of a few samples, `CurriculumIndex.check_data`).
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class CurriculumSampler(Sampler[list[int]]):
         custom_difficulty: Mapping[str, Callable[[int], float]] | None = None,
         verify_index: bool = True,
         schedulers: Mapping[str, CurriculumScheduler] | None = None,
+        dataset: Any = None,
     ) -> None:
         super().__init__()
         section, cfg_seed = _section(config)
@@ -138,6 +145,11 @@ class CurriculumSampler(Sampler[list[int]]):
         for name, fn in (custom_difficulty or {}).items():
             self.set_custom_get_difficulty(fn, metric=name)
         self._filters = [m for m in self._metrics if m.index is not None]
+        if dataset is not None:
+            num_samples = len(dataset) if num_samples is None else num_samples
+            for m in self._filters if verify_index else []:
+                assert m.index is not None
+                m.index.check_data(dataset)
         sizes = {m.index.num_samples for m in self._filters if m.index is not None}
         if len(sizes) > 1:
             raise ConfigError(f"curriculum_metrics: indexes cover different sample counts {sizes}")
@@ -168,10 +180,16 @@ class CurriculumSampler(Sampler[list[int]]):
         for name, cfg in section.curriculum_metrics.items():
             source = indexes.get(name, cfg.index_to_sample_path)
             index = None
+            expected = INDEX_METRIC.get(name, name)
             if isinstance(source, CurriculumIndex):
                 index = source
+                if index.name != expected:
+                    raise ConfigError(
+                        f"indexes.{name}: an index of metric {index.name!r} ({index.path}); "
+                        f"expected the {expected!r} index"
+                    )
             elif source is not None:
-                index = CurriculumIndex.load(source, verify=verify)
+                index = CurriculumIndex.load(source, verify=verify, metric=expected)
             elif cfg.clustering_type == "schedule_based":
                 raise ConfigError(
                     f"curriculum_metrics.{name}.index_to_sample_path: required for "
