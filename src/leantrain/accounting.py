@@ -60,11 +60,19 @@ class StepShape:
     caps: dict[int, int] = field(default_factory=dict)
     #: Probability that each block runs (None: every block always runs).
     keep_probs: list[float] | None = None
+    #: Micro-batches the rows come in (accumulation × data-parallel ranks): a fold works on
+    #: each micro-batch alone.
+    micro_batches: int = 1
 
     def cut(self, length: int, *, fold: bool = False) -> None:
-        """Cut rows to `length` tokens; `fold` keeps the tokens instead, as more rows."""
+        """Cut rows to `length` tokens; `fold` keeps the tokens instead, as more rows.
+
+        A fold turns each micro-batch of m rows into ceil(m·S / length) rows, the tail of each row
+        kept as an extra row when `length` does not divide S (`reshape_batch`).
+        """
         if fold and length < self.seq_length:
-            self.samples *= self.seq_length // length
+            rows = -(-self.samples // self.micro_batches)
+            self.samples = self.micro_batches * -(-rows * self.seq_length // length)
         self.seq_length = min(length, self.seq_length)
 
     def cap(self, blocks: Iterable[int], tokens: int) -> None:

@@ -272,6 +272,13 @@ def test_an_index_of_other_data_is_refused(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="only the sample count was checked"):
         CurriculumSampler(config, micro_batch_size=4, dataset=images)
     CurriculumSampler(config, micro_batch_size=4, dataset=other, verify_index=False)
+    # prepare() hands the training data to its sampler, so the check runs there too
+    from conftest import make_gpt2
+
+    import leantrain
+
+    with pytest.raises(CurriculumIndexError, match=r"sample \d+ of the dataset differs"):
+        leantrain.prepare(make_gpt2(), config, other, micro_batch_size=4)
 
 
 def test_sample_ids_and_offsets_are_range_checked_at_load(tmp_path: Path) -> None:

@@ -52,6 +52,7 @@ class LeantrainHandle:
         num_layers: int,
         samples_per_step: int | None,
         seq_length: int | None,
+        micro_batches: int = 1,
     ) -> None:
         """Built by `prepare`; not meant to be called directly."""
         self.model = model
@@ -73,6 +74,7 @@ class LeantrainHandle:
         self._collate_fn = collate_fn
         self._num_layers = num_layers
         self._samples_per_step = samples_per_step
+        self._micro_batches = micro_batches
         self._seq_length = seq_length
         self._warned_unknown_length = False
         self._set_step(0)
@@ -175,7 +177,7 @@ class LeantrainHandle:
 
     def _shape(self, samples: int, seq_length: int) -> StepShape:
         """The current step as the techniques shape it."""
-        shape = StepShape(samples, seq_length, self._num_layers)
+        shape = StepShape(samples, seq_length, self._num_layers, micro_batches=self._micro_batches)
         for technique in self.techniques:
             technique.account(shape)
         return shape

@@ -91,6 +91,7 @@ def prepare(
         collate_fn=collate_fn,
         num_layers=len(blocks),
         samples_per_step=samples_per_step,
+        micro_batches=gradient_accumulation_steps * world_size if micro_batch_size else 1,
         seq_length=seq_length if seq_length is not None else composition_facts(cfg).seq_length,
     )
     if handle.batch_sampler is None and train_dataset is not None and micro_batch_size is not None:

@@ -166,6 +166,7 @@ class CurriculumTechnique(Technique):
                 config.curriculum,
                 seed=config.data_efficiency.seed,
                 num_samples=setup.num_samples(),
+                dataset=setup.train_dataset,
                 micro_batch_size=micro,
                 gradient_accumulation_steps=setup.gradient_accumulation_steps,
                 rank=setup.rank,

@@ -32,7 +32,7 @@ def reserved_length(
     """Tokens each converted layer keeps at global step `step` (`fixed_linear`, MSLG).
 
     r = floor((step / require_steps)·(max − min) + min), rounded down to a multiple of
-    `seq_per_step`, capped at `max_value`. Like newer DeepSpeed, r never falls below
+    `seq_per_step`, capped at `max_value`. Unlike DeepSpeed (leantrain's choice), r never falls below
     `min_value`: when rounding down would, it is rounded up to the next multiple instead
     (min 10, seq_per_step 8 gives 16, where the classic formula gave 8).
     """
