@@ -20,8 +20,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/leantrain demo
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks recipes
+test: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

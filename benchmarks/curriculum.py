@@ -54,7 +54,7 @@ def analyze_child(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     analyzer = DataAnalyzer(
         source, out, [args.metric], num_workers=args.workers, batch_size=65536,
-        show_progress=False,
+        show_progress=False, vocab_size=VOCAB,
     )  # fmt: skip
     analyzer.run()
     wall = time.perf_counter() - t0

@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("leantrain.trainer.cli", "train a Hugging Face model from a YAML recipe"),
     "analyze": ("leantrain.curriculum.cli", "run the curriculum data analyzer"),
     "report": ("leantrain.trainer.report", "plot and tabulate several runs"),
-    "config check": ("leantrain.config.check", "validate a DeepSpeed config and explain it"),
+    "config check": ("leantrain.adopt.check", "validate a DeepSpeed config and explain it"),
 }
 
 

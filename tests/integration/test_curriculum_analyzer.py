@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,11 +17,13 @@ import torch
 import yaml
 
 from leantrain.cli import main as cli_main
-from leantrain.curriculum import CurriculumIndex, CurriculumIndexError, DataAnalyzer, rarity_table
+from leantrain.curriculum import CurriculumIndex, CurriculumIndexError, DataAnalyzer
 
 pytestmark = pytest.mark.shared_data
 ROWS = 3000
 PAD = 0  # BERT's [PAD]
+BERT_VOCAB = 30522
+GPT2_VOCAB = 50257
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +37,33 @@ def sst2_ids(shared_data: Path) -> list[list[int]]:
         rows = csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         texts = [r["sentence"] for _, r in zip(range(ROWS), rows, strict=False)]
     ids = tok(texts)["input_ids"]
-    assert len(tok) == 30522 and min(map(len, ids)) >= 3  # [CLS] ... [SEP]
+    assert len(tok) == BERT_VOCAB and min(map(len, ids)) >= 3  # [CLS] ... [SEP]
     return ids
 
 
-def _direct(ids: list[list[int]]) -> dict[str, np.ndarray]:
-    """Every metric computed sample by sample, the slow obvious way."""
-    hist = np.zeros(max(max(s) for s in ids) + 1, np.int64)
-    for s in ids:
-        for t in s:
-            hist[t] += 1
-    table = rarity_table(hist)
-    seqlen = np.array([len(s) for s in ids])
-    rarity = np.array([int(sum(table[t] for t in s)) for s in ids])
-    scale = 10 ** (int(np.ceil(np.log10(seqlen.max() * table.max()))) + 1)
+def _direct(ids: list[list[int]], vocab_size: int = BERT_VOCAB) -> dict[str, np.ndarray]:
+    """Every metric as DeepSpeed's reference analysis computes it (Megatron-DeepSpeed's
+    `analyze_data.py`, BERT path), restated with torch on a padded batch: the histogram is
+    `bincount(text, minlength=vocab_size + 1, weights=padding_mask)`, zeros become 1, R is
+    −log(F / sum(F)), a sample's rarity is `sum(mask · R[text]).to(long)` and the composite
+    coefficient is 10^(ceil(log(seq_len · max R, 10)) + 1)."""
+    width = max(map(len, ids))
+    text = torch.zeros(len(ids), width, dtype=torch.long)
+    mask = torch.zeros(len(ids), width, dtype=torch.long)
+    for i, s in enumerate(ids):
+        text[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    weights = mask.view(-1).double()
+    freq = torch.bincount(text.view(-1), weights=weights, minlength=vocab_size + 1).numpy()
+    freq[freq == 0] = 1
+    table = torch.tensor(np.log(freq / sum(freq)) * -1, dtype=torch.double)
+    seqlen = torch.count_nonzero(mask, dim=1).numpy()
+    rarity = torch.sum(mask * table[text], dim=1).to(torch.long).numpy()
+    coeff = 10 ** (math.ceil(math.log(int(seqlen.max()) * float(table.max()), 10)) + 1)
     return {
         "seqlen": seqlen,
         "vocab_rarity": rarity,
-        "seqlen_vocab_rarity": seqlen * scale + rarity,
+        "seqlen_vocab_rarity": seqlen * coeff + rarity,
     }
 
 
@@ -82,10 +94,13 @@ def test_hf_dataset_matches_direct_computation(
 ) -> None:
     ds = datasets.Dataset.from_dict({"input_ids": sst2_ids})
     analyzer = DataAnalyzer(
-        ds, tmp_path, METRICS, num_workers=workers, batch_size=500, show_progress=False
-    )
+        ds, tmp_path, METRICS, num_workers=workers, batch_size=500, show_progress=False,
+        vocab_size=BERT_VOCAB,
+    )  # fmt: skip
     indexes = analyzer.run()
     want = _direct(sst2_ids)
+    hist = np.load(tmp_path / "token_histogram" / "accumulated.npy")
+    assert len(hist) == BERT_VOCAB + 1  # the whole vocabulary plus one bin, as the reference
     for name in METRICS:
         index = CurriculumIndex.load(tmp_path / name)
         got = np.asarray(index.sample_to_metric)
@@ -107,15 +122,17 @@ def test_torch_dataset_with_padding_and_flat_array(
     cut = [s[:width] for s in ids]
     want = _direct(cut)
     got = DataAnalyzer(
-        _Padded(ids, width), tmp_path / "torch", ["seqlen", "vocab_rarity"], show_progress=False
-    ).run()
+        _Padded(ids, width), tmp_path / "torch", ["seqlen", "vocab_rarity"],
+        show_progress=False, vocab_size=BERT_VOCAB,
+    ).run()  # fmt: skip
     assert np.array_equal(got["seqlen"].sample_to_metric, want["seqlen"])
     assert np.array_equal(got["vocab_rarity"].sample_to_metric, want["vocab_rarity"])
     tokens = np.concatenate([np.asarray(s, np.int32) for s in cut])
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in cut])])
     got = DataAnalyzer(
-        (tokens, offsets), tmp_path / "flat", ["vocab_rarity"], num_workers=2, show_progress=False
-    ).run()
+        (tokens, offsets), tmp_path / "flat", ["vocab_rarity"], num_workers=2,
+        show_progress=False, vocab_size=BERT_VOCAB,
+    ).run()  # fmt: skip
     assert np.array_equal(got["vocab_rarity"].sample_to_metric, want["vocab_rarity"])
 
 
@@ -129,15 +146,16 @@ def test_wikitext_gpt2(shared_data: Path, tmp_path: Path) -> None:
     lines = (shared_data / "lm/wikitext-2/wiki.valid.tokens").read_text(encoding="utf-8")
     texts = [line for line in lines.splitlines() if line.strip()][:1500]
     ids = tok(texts)["input_ids"]
-    assert len(tok) == 50257 and sum(map(len, ids)) > 100_000
+    assert len(tok) == GPT2_VOCAB and sum(map(len, ids)) > 100_000
     got = DataAnalyzer(
         datasets.Dataset.from_dict({"input_ids": ids}),
         tmp_path,
         ["seqlen", "vocab_rarity"],
         num_workers=2,
         show_progress=False,
+        vocab_size=GPT2_VOCAB,
     ).run()
-    want = _direct(ids)
+    want = _direct(ids, GPT2_VOCAB)
     assert np.array_equal(got["seqlen"].sample_to_metric, want["seqlen"])
     assert np.array_equal(got["vocab_rarity"].sample_to_metric, want["vocab_rarity"])
 
@@ -196,6 +214,58 @@ def test_cli_analyze(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert os.path.isdir(tmp_path / "out")
 
 
+def test_vocab_rarity_matches_the_reference_on_all_of_sst2(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """All 67,349 SST-2 train sentences through `leantrain analyze` (vocabulary size from the
+    tokenizer) agree with the reference computation sample for sample."""
+    from transformers import BertTokenizerFast
+
+    config = {
+        "source": {
+            "kind": "text",
+            "path": str(shared_data / "glue/SST-2/train.tsv"),
+            "text_column": "sentence",
+            "tokenizer": {
+                "kind": "bert",
+                "vocab_file": str(shared_data / "tokenizers/bert-base-uncased/vocab.txt"),
+            },
+        },
+        "output_dir": str(tmp_path / "out"),
+        "metrics": ["vocab_rarity"],
+    }
+    path = tmp_path / "analyze.json"
+    path.write_text(json.dumps(config))
+    assert cli_main(["analyze", str(path), "--no-progress"]) == 0
+    tok = BertTokenizerFast(vocab=config["source"]["tokenizer"]["vocab_file"])  # type: ignore[index]
+    with open(config["source"]["path"], encoding="utf-8") as fh:  # type: ignore[index]
+        texts = [r["sentence"] for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
+    want = _direct(tok(texts)["input_ids"])["vocab_rarity"]
+    got = np.asarray(CurriculumIndex.load(tmp_path / "out" / "vocab_rarity").sample_to_metric)
+    assert len(got) == 67349
+    assert np.array_equal(got, want)
+
+
+def test_cli_needs_a_vocabulary_size_without_a_tokenizer(
+    sst2_ids: list[list[int]], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    ds = datasets.Dataset.from_dict({"input_ids": sst2_ids[:50]})
+    ds.save_to_disk(str(tmp_path / "ds"))
+    config = {
+        "source": {"kind": "hf_disk", "path": str(tmp_path / "ds")},
+        "output_dir": str(tmp_path / "out"),
+        "metrics": ["vocab_rarity"],
+    }
+    path = tmp_path / "analyze.json"
+    path.write_text(json.dumps(config))
+    assert cli_main(["analyze", str(path), "--no-progress"]) == 2
+    assert "vocab_size: required for ['vocab_rarity']" in capsys.readouterr().err
+    path.write_text(json.dumps(config | {"vocab_size": BERT_VOCAB}))
+    assert cli_main(["analyze", str(path), "--no-progress"]) == 0
+    got = CurriculumIndex.load(tmp_path / "out" / "vocab_rarity").sample_to_metric
+    assert np.array_equal(got, _direct(sst2_ids[:50])["vocab_rarity"])
+
+
 @pytest.mark.parametrize("kind", ["numpy", "hf_files"])
 def test_cli_reads_numpy_and_hf_files_sources(
     sst2_ids: list[list[int]], tmp_path: Path, kind: str
@@ -216,7 +286,12 @@ def test_cli_reads_numpy_and_hf_files_sources(
         for part, rows in zip(parts, (ids[:250], ids[250:500]), strict=True):
             part.write_text("".join(json.dumps({"input_ids": r}) + "\n" for r in rows))
         source = {"kind": "hf_files", "format": "json", "data_files": [str(p) for p in parts]}
-    config = {"source": source, "output_dir": str(tmp_path / "out"), "metrics": METRICS[:2]}
+    config = {
+        "source": source,
+        "output_dir": str(tmp_path / "out"),
+        "metrics": METRICS[:2],
+        "vocab_size": BERT_VOCAB,
+    }
     path = tmp_path / "analyze.json"
     path.write_text(json.dumps(config))
     assert cli_main(["analyze", str(path), "--no-progress"]) == 0
@@ -236,6 +311,7 @@ def test_torchrun_ranks_map_and_rank0_reduces(sst2_ids: list[list[int]], tmp_pat
         "metrics": ["seqlen", "vocab_rarity"],
         "num_workers": 2,
         "batch_size": 200,
+        "vocab_size": BERT_VOCAB,
     }
     (tmp_path / "a.json").write_text(json.dumps(config))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

@@ -39,7 +39,9 @@ def index_dir(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         texts = [r["sentence"] for _, r in zip(range(ROWS), rows, strict=False)]
     ds = datasets.Dataset.from_dict({"input_ids": tok(texts)["input_ids"]})
     out = tmp_path_factory.mktemp("sst2_index")
-    DataAnalyzer(ds, out, ["seqlen", "vocab_rarity"], show_progress=False).run()
+    DataAnalyzer(
+        ds, out, ["seqlen", "vocab_rarity"], vocab_size=len(tok), show_progress=False
+    ).run()
     return out
 
 

@@ -12,13 +12,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import leantrain
+from leantrain.accounting import step_tokens
 from leantrain.adopt import ShuffledBatchSampler
-from leantrain.adopt.accounting import step_tokens
 from leantrain.curriculum import CurriculumSampler
 from leantrain.curriculum.scheduler import difficulty_at
 from leantrain.errors import ConfigError, LeantrainError
 from leantrain.pld import layer_keep_probs, pld_theta
-from leantrain.random_ltd import reserved_length
+from leantrain.random_ltd import layer_token_lr_multiplier, reserved_length
 from leantrain.surgery import SurgeryError, conversions
 
 NUM_LAYERS = 4
@@ -379,3 +379,63 @@ def test_shuffled_batches_never_repeat_across_an_epoch_that_ends_mid_step() -> N
     per_step = [seen[i] + seen[i + 1] for i in range(0, len(seen), 2)]
     assert all(len(set(s)) == 4 for s in per_step), "a step saw a sample twice"
     assert len(per_step) == 3
+
+
+def test_random_ltd_counts_with_the_real_global_batch_and_warns_once() -> None:
+    """DeepSpeed's engine counts layer-tokens with the real global batch; a configured
+    `global_batch_size` that disagrees is replaced by it, with one warning."""
+    cfg = all_three(curriculum="none")
+    cfg["data_efficiency"]["data_routing"]["random_ltd"]["global_batch_size"] = 64
+    with pytest.warns(UserWarning, match="global_batch_size: got 64 .* takes 8 samples") as caught:
+        handle = leantrain.prepare(
+            fresh("gpt2"), cfg, gradient_accumulation_steps=ACCUM, world_size=2, seq_length=SEQ
+        )
+    assert len(caught) == 1
+    ltd = handle.controllers["random_ltd"]
+    assert ltd.global_batch_size == MICRO * ACCUM * 2 == 8
+    assert ltd.layer_tokens_per_step(4) == 8 * (4 * 2 + SEQ * 2)
+    for _ in range(3):
+        handle.step()  # no further warning (warnings are errors here)
+    cfg["data_efficiency"]["data_routing"]["random_ltd"]["global_batch_size"] = 8
+    leantrain.prepare(fresh("gpt2"), cfg, gradient_accumulation_steps=ACCUM, world_size=2)
+
+
+def test_one_layer_token_count_drives_the_lr_schedule_and_the_metrics() -> None:
+    """`LayerTokenLRScheduler` on the handle's random-LTD scheduler reads the handle's count
+    (PLD's skipped blocks and the curriculum's lengths included), not a second one."""
+    cfg = all_three()
+    ltd_cfg = cfg["data_efficiency"]["data_routing"]["random_ltd"]
+    ltd_cfg["layer_token_lr_schedule"] = {"enabled": True, "total_layer_tokens": 4000}
+    handle = leantrain.prepare(
+        fresh("gpt2"), cfg, gradient_accumulation_steps=ACCUM, seq_length=SEQ
+    )
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    lr = leantrain.LayerTokenLRScheduler(opt, handle.controllers["random_ltd"])
+    for _ in range(5):
+        handle.step()
+        opt.step()
+        lr.step()
+        consumed = handle.metrics()["tokens/layer_tokens"]
+        assert handle.controllers["random_ltd"].consumed_layer_tokens == int(consumed)
+        want = layer_token_lr_multiplier(int(consumed), total_layer_tokens=4000)
+        assert opt.param_groups[0]["lr"] == pytest.approx(want)
+        assert handle.lr_multiplier() == pytest.approx(want)
+    assert 0 < consumed < 5 * MICRO * ACCUM * SEQ * NUM_LAYERS  # fewer than without techniques
+
+
+def test_a_custom_schedule_is_installed_once_for_the_handle_and_the_sampler() -> None:
+    cfg = all_three("data_efficiency")
+    metric = cfg["data_efficiency"]["data_sampling"]["curriculum_learning"]["curriculum_metrics"]
+    metric["seqlen_truncate"] = {"clustering_type": "single_cluster", "schedule_type": "custom"}
+    handle = leantrain.prepare(fresh("gpt2"), cfg, TokenDataset(), gradient_accumulation_steps=1)
+    with pytest.raises(LeantrainError, match="set_custom_curriculum_schedule"):
+        handle.metrics()
+    with pytest.raises(ConfigError, match="are \\['seqlen_truncate'\\]; name exactly one"):
+        handle.set_custom_curriculum_schedule(lambda step: 8, metric="seqlen")
+    handle.set_custom_curriculum_schedule(lambda step: min(4 + 2 * step, SEQ))
+    # the sampler draws with the same function: no second installation
+    for t, batch in zip(range(4), handle.dataloader(), strict=False):
+        assert handle.metrics()["curriculum/difficulty"] == min(4 + 2 * (t + 1), SEQ)
+        assert batch["input_ids"].shape == (MICRO, min(4 + 2 * (t + 1), SEQ))
+        handle.step()

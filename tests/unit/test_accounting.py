@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leantrain.adopt.accounting import effective_seqlen, layer_tokens_per_sample, step_tokens
+from leantrain.accounting import effective_seqlen, layer_tokens_per_sample, step_tokens
 
 
 def test_effective_seqlen_megatron_examples() -> None:
@@ -123,3 +123,26 @@ def test_step_tokens_scale_with_samples(samples: int, seq: int, r: int, theta: f
     # PLD only removes work
     full = step_tokens(samples, seq, num_layers=6, ltd_layer_ids=[1, 2, 3], reserved_length=r)
     assert many.layer_tokens <= full.layer_tokens + 1e-6
+
+
+@given(
+    micro=st.integers(1, 6),
+    micro_batches=st.integers(1, 4),
+    seq=st.integers(2, 40),
+    data=st.data(),
+)
+def test_fold_counts_the_rows_reshape_batch_makes(
+    micro: int, micro_batches: int, seq: int, data: st.DataObject
+) -> None:
+    """A fold counts exactly the rows `reshape_batch` gives each micro-batch, tail rows included."""
+    import torch
+
+    from leantrain.accounting import StepShape
+    from leantrain.curriculum import reshape_batch
+
+    length = data.draw(st.integers(1, seq))
+    shape = StepShape(micro * micro_batches, seq, 2, micro_batches=micro_batches)
+    shape.cut(length, fold=True)
+    rows = reshape_batch({"input_ids": torch.zeros(micro, seq, dtype=torch.long)}, length)
+    assert shape.samples == micro_batches * rows["input_ids"].shape[0]
+    assert shape.seq_length == length

@@ -262,6 +262,38 @@ BAD_CONFIGS = [
     ),
     (_with("data_efficiency.seed", -1), "data_efficiency.seed: got -1"),
     (
+        _with("progressive_layer_drop.gamma", float("inf")),
+        "progressive_layer_drop.gamma: got inf; expected a finite number",
+    ),
+    (
+        _with("progressive_layer_drop.gamma", float("nan")),
+        "progressive_layer_drop.gamma: got nan; expected a finite number",
+    ),
+    (
+        _with("curriculum_learning.min_difficulty", 0),
+        "curriculum_learning.min_difficulty: got 0; expected a sequence length >= 1",
+    ),
+    (
+        _with("curriculum_learning.min_difficulty", -8),
+        "curriculum_learning.min_difficulty: got -8; expected a sequence length >= 1",
+    ),
+    (
+        _with("curriculum_learning.max_difficulty", 0),
+        "curriculum_learning.max_difficulty: got 0; expected a sequence length >= 1",
+    ),
+    (
+        _with(
+            "curriculum_learning",
+            LEGACY_SEQLEN["curriculum_learning"]
+            | {
+                "schedule_type": "fixed_discrete",
+                "schedule_config": {"difficulty": [0, 1024], "max_step": [100]},
+            },
+        ),
+        "curriculum_learning.schedule_config.difficulty: got [0, 1024]; expected sequence "
+        "lengths >= 1",
+    ),
+    (
         {"progresive_layer_drop": {"enabled": True}},
         "progresive_layer_drop: unknown section; did you mean 'progressive_layer_drop'?",
     ),

@@ -119,3 +119,21 @@ def test_bad_arguments(index: CurriculumIndex) -> None:
         sampler.set_custom_get_difficulty(lambda step: 1)
     with pytest.raises(StateError, match="version 0 is not supported"):
         sampler.load_state_dict({"version": 0})
+
+
+def test_fewer_admitted_samples_than_a_global_batch_repeat(index: CurriculumIndex) -> None:
+    """DeepSpeed yields a short batch here; leantrain keeps the global batch full by repeating
+    the admitted samples (documented in the curriculum card and coming-from-deepspeed.md)."""
+    low = int(index.values[1])  # the two smallest values: a handful of samples
+    admitted = set(np.flatnonzero(np.asarray(index.sample_to_metric) <= low).tolist())
+    assert 0 < len(admitted) < 32
+    sampler = CurriculumSampler(
+        _cfg(low, low, 10, 1), micro_batch_size=16, gradient_accumulation_steps=2,
+        indexes={"m": index},
+    )  # fmt: skip
+    batches = _take(sampler, 4)
+    for a, b in zip(batches[::2], batches[1::2], strict=True):
+        ids = a + b
+        assert len(ids) == 32 and set(ids) <= admitted
+        counts = np.bincount(ids)[sorted(admitted)]
+        assert counts.min() >= 32 // len(admitted) - 1  # every one drawn, none much more

@@ -2,8 +2,9 @@
 
 `LeantrainCallback` advances the handle once per optimizer step, adds its metrics to every log
 and saves its state beside each checkpoint. `attach` also wires the per-batch post-processing
-(sequence-length truncation) and, when curriculum learning is on, the curriculum batch sampler
-into a `Trainer` instance (instance attributes only; the Trainer class is untouched).
+(e.g. sequence-length truncation) and, when a technique owns the batch order (the curriculum
+sampler), its batch sampler into a `Trainer` instance (instance attributes only; the Trainer
+class is untouched).
 """
 
 from __future__ import annotations
@@ -49,12 +50,10 @@ class LeantrainCallback(TrainerCallback):
                     f"handle.load(<checkpoint>/{STATE_FILE}) before trainer.train()"
                 )
             self.handle.load(path)
-        sampler = self.handle.controllers.get("curriculum")
-        if sampler is not None and not args.ignore_data_skip:
-            # The Trainer skips the resumed epoch's first batches itself: rewind the sampler to
-            # the start of that epoch (its batches are a pure function of the position).
-            micro = sampler.consumed_micro_batches
-            sampler.load_state_dict(sampler.state_dict(micro - micro % len(sampler)))
+        if not args.ignore_data_skip:
+            # The Trainer skips the resumed epoch's first batches itself: rewind owned batch
+            # samplers to the start of that epoch.
+            self.handle.restart_epoch()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -92,7 +91,8 @@ class LeantrainCallback(TrainerCallback):
 
 def attach(trainer: Trainer, handle: LeantrainHandle) -> LeantrainCallback:
     """Wire `handle` into `trainer`: the callback (first, so logging callbacks see the metrics),
-    per-batch post-processing, and the curriculum batch sampler when curriculum learning is on.
+    per-batch post-processing, and the batch sampler when a technique owns the batch order (the
+    curriculum's).
 
     Call after building the Trainer and before `trainer.train()`; returns the callback.
     """
@@ -112,9 +112,9 @@ def attach(trainer: Trainer, handle: LeantrainHandle) -> LeantrainCallback:
         return original(processed, num_batches, device)
 
     trainer.get_batch_samples = get_batch_samples  # type: ignore[method-assign]
-    if handle.config.curriculum_enabled:
+    if handle.requirements.owns_sampler:
         trainer.get_train_dataloader = functools.partial(  # type: ignore[method-assign]
-            _curriculum_dataloader, trainer, handle
+            _owned_sampler_dataloader, trainer, handle
         )
     return callback
 
@@ -124,11 +124,15 @@ def _checkpoint_dir(args: TrainingArguments, state: TrainerState) -> Path:
     return Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
 
 
-def _curriculum_dataloader(trainer: Trainer, handle: LeantrainHandle) -> DataLoader:
-    """The Trainer's training DataLoader with leantrain's curriculum batch sampler."""
+def _owned_sampler_dataloader(trainer: Trainer, handle: LeantrainHandle) -> DataLoader:
+    """The Trainer's training DataLoader with the batch sampler a technique owns."""
     if trainer.train_dataset is None or handle.batch_sampler is None:
+        owners = [
+            t.name for t in handle.techniques if type(t).requirements(handle.config).owns_sampler
+        ]
         raise LeantrainError(
-            "attach: curriculum learning needs train_dataset in both prepare() and the Trainer"
+            f"attach: {', '.join(owners)} owns the batch order, so it needs train_dataset in "
+            "both prepare() and the Trainer"
         )
     args = trainer.args
     loader = DataLoader(

@@ -1,6 +1,7 @@
 """Configuration shared by every technique: DeepSpeed's JSON sections, typed and validated."""
 
 from leantrain.config.loader import SECTIONS, LeantrainConfig, load_config
+from leantrain.config.resolve import SECTION_KEYS, Resolved, resolve
 from leantrain.config.schema import (
     CurriculumLearningConfig,
     CurriculumMetricConfig,
@@ -19,6 +20,7 @@ from leantrain.config.schema import (
 
 __all__ = [
     "SECTIONS",
+    "SECTION_KEYS",
     "CurriculumLearningConfig",
     "CurriculumMetricConfig",
     "CurriculumScheduleConfig",
@@ -33,5 +35,7 @@ __all__ = [
     "RandomLTDConfig",
     "RandomLTDScheduleConfig",
     "RandomLTDScheduleParams",
+    "Resolved",
     "load_config",
+    "resolve",
 ]

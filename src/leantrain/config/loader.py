@@ -22,7 +22,7 @@ from leantrain.config.schema import (
 )
 from leantrain.errors import ConfigError
 
-__all__ = ["SECTIONS", "LeantrainConfig", "load_config"]
+__all__ = ["SECTIONS", "LeantrainConfig", "describe_error", "load_config"]
 
 #: The top-level sections leantrain reads; every other top-level key is kept untouched.
 SECTIONS = ("progressive_layer_drop", "curriculum_learning", "data_efficiency")
@@ -110,7 +110,7 @@ def load_config(source: str | Path | Mapping[str, Any] | LeantrainConfig) -> Lea
     try:
         return LeantrainConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(origin + _describe(err)) from None
+        raise ConfigError(origin + describe_error(err)) from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -154,21 +154,28 @@ def _check_section_names(data: Mapping[str, Any], origin: str) -> None:
 _KEY_PATH = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.DOTALL)
 
 
-def _describe(err: ValidationError) -> str:
-    """One line per problem: `dotted.path: what was wrong; what was expected`."""
+def describe_error(
+    err: ValidationError, root: type[BaseModel] = LeantrainConfig, prefix: str = ""
+) -> str:
+    """One line per problem: `dotted.path: what was wrong; what was expected`.
+
+    `root` is the model that was validated and `prefix` its dotted key in a whole config (a
+    section validated alone still names its full key path).
+    """
+    lead = prefix.split(".") if prefix else []
     lines = []
     for problem in err.errors(include_url=False):
         path = [str(p) for p in problem["loc"]]
         kind = problem["type"]
         msg = problem["msg"]
         if kind == "extra_forbidden":
-            fields = _field_names_at(LeantrainConfig, path[:-1])
+            fields = _field_names_at(root, path[:-1])
             near = difflib.get_close_matches(path[-1], fields, n=1, cutoff=0.6)
             hint = f"; did you mean '{near[0]}'?" if near else f"; expected one of {sorted(fields)}"
-            lines.append(f"{'.'.join(path)}: unknown key{hint}")
+            lines.append(f"{'.'.join(lead + path)}: unknown key{hint}")
             continue
         if kind == "missing":
-            lines.append(f"{'.'.join(path)}: required key is missing")
+            lines.append(f"{'.'.join(lead + path)}: required key is missing")
             continue
         if kind == "value_error":
             msg = msg.removeprefix("Value error, ")
@@ -176,11 +183,11 @@ def _describe(err: ValidationError) -> str:
             if nested:
                 path = [*path, nested.group(1)]
                 msg = nested.group(2)
-            lines.append(f"{'.'.join(path) or 'config'}: {msg}")
+            lines.append(f"{'.'.join(lead + path) or 'config'}: {msg}")
             continue
         got = problem.get("input")
-        about = _field_description(path)
-        lines.append(f"{'.'.join(path)}: got {got!r}; expected {_expected(msg)}{about}")
+        about = _field_description(root, path)
+        lines.append(f"{'.'.join(lead + path)}: got {got!r}; expected {_expected(msg)}{about}")
     return "\n".join(lines)
 
 
@@ -190,9 +197,9 @@ def _expected(msg: str) -> str:
     return msg[0].lower() + msg[1:] if msg else msg
 
 
-def _field_description(path: list[str]) -> str:
-    """' (description of the field)' for the field at `path`, or ''."""
-    current: Any = LeantrainConfig
+def _field_description(root: type[BaseModel], path: list[str]) -> str:
+    """' (description of the field)' for the field at `path` under `root`, or ''."""
+    current: Any = root
     info = None
     for part in path:
         fields = getattr(current, "model_fields", None)

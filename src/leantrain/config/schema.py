@@ -1,7 +1,9 @@
 """Typed schema of the DeepSpeed config sections leantrain implements.
 
 Key names and defaults follow DeepSpeed's JSON config exactly, so a DeepSpeed user's file loads
-unchanged. Keys marked "leantrain extension" are ours; DeepSpeed has no equivalent.
+unchanged; where DeepSpeed's config requires a key (PLD's theta and gamma) the default is that of
+the DeepSpeed class reading it. Keys marked "leantrain extension" are ours; DeepSpeed has no
+equivalent. Values DeepSpeed accepts but cannot train with are rejected here, naming the key.
 """
 
 from __future__ import annotations
@@ -42,9 +44,18 @@ class ProgressiveLayerDropConfig(Section):
 
     enabled: bool = Field(False, description="Turn progressive layer dropping on.")
     theta: float = Field(
-        0.5, gt=0.0, le=1.0, description="θ̄, the keep ratio the schedule falls to, in (0, 1]."
+        0.5,
+        gt=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="θ̄, the keep ratio the schedule falls to, in (0, 1].",
     )
-    gamma: float = Field(0.001, ge=0.0, description="γ, how fast θ falls per global step (≥ 0).")
+    gamma: float = Field(
+        0.001,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="γ, how fast θ falls per global step (finite, ≥ 0).",
+    )
     seed: int = Field(
         1234,
         ge=0,
@@ -146,8 +157,21 @@ class LegacyCurriculumConfig(_PacedDifficulty):
         if self.enabled:
             if self.curriculum_type is None:
                 raise ValueError("curriculum_type: required when enabled; expected 'seqlen'")
+            self._check_lengths()
             self._check_schedule()
         return self
+
+    def _check_lengths(self) -> None:
+        """Every difficulty is a sequence length: below 1 it would train on empty sequences."""
+        for key in ("min_difficulty", "max_difficulty"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key}: got {value}; expected a sequence length >= 1")
+        steps = self.schedule_config.difficulty
+        if steps is not None and min(steps, default=1) < 1:
+            raise ValueError(
+                f"schedule_config.difficulty: got {steps}; expected sequence lengths >= 1"
+            )
 
 
 class CurriculumMetricConfig(_PacedDifficulty):

@@ -5,9 +5,11 @@ from leantrain.curriculum.analyzer import DataAnalyzer
 from leantrain.curriculum.index import CurriculumIndex, CurriculumIndexError, write_index
 from leantrain.curriculum.metrics import BUILTIN_METRICS, Metric, TokenBatch, rarity_table
 from leantrain.curriculum.sampler import CurriculumSampler
-from leantrain.curriculum.scheduler import CurriculumScheduler
+from leantrain.curriculum.scheduler import CurriculumScheduler, CurriculumSchedules
 from leantrain.curriculum.seqlen import SeqlenWarmupCollator, reshape_batch, truncate_batch
 from leantrain.curriculum.sources import ArraySource, HFSource, TokenSource, TorchSource
+from leantrain.curriculum.storage import WriteError
+from leantrain.curriculum.technique import CurriculumTechnique
 
 __all__ = [
     "BUILTIN_METRICS",
@@ -16,6 +18,8 @@ __all__ = [
     "CurriculumIndexError",
     "CurriculumSampler",
     "CurriculumScheduler",
+    "CurriculumSchedules",
+    "CurriculumTechnique",
     "DataAnalyzer",
     "HFSource",
     "Metric",
@@ -23,6 +27,7 @@ __all__ = [
     "TokenBatch",
     "TokenSource",
     "TorchSource",
+    "WriteError",
     "rarity_table",
     "reshape_batch",
     "truncate_batch",

@@ -1,10 +1,13 @@
 """`DataAnalyzer`: compute difficulty metrics over a dataset once, offline, as map/reduce.
 
 Map: the samples are cut into fixed parts; each worker (a local process, or a `torchrun` rank)
-computes its parts batch by batch and writes each finished part atomically (temp folder, then
-rename), so an interrupted run resumes where it stopped. Reduce: the parts are merged into one
-index folder per metric (see `index.py`). Metrics needing an accumulated table (vocab_rarity
-needs the token histogram) run in a second map pass after the first is reduced.
+computes its parts batch by batch and writes each finished part atomically (`parts.py`), so an
+interrupted run resumes where it stopped, and a part is reused only once its files match their
+checksums. Reduce: the parts are merged into one index folder per metric (see `index.py`).
+Metrics needing an accumulated table (vocab_rarity needs the token histogram) run in a second
+map pass after the first is reduced; the table too is verified against its checksum before it
+is reused. Local workers never outlive the analysis (`pool.py`); writes name the file and the
+cause when they fail (`storage.py`).
 """
 
 from __future__ import annotations
@@ -12,13 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_all_start_methods, get_context
+from collections.abc import Iterable, Sequence
+from multiprocessing import get_all_start_methods
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,21 @@ from tqdm.auto import tqdm
 from leantrain.curriculum.index import (
     CurriculumIndex,
     CurriculumIndexError,
-    atomic_write_json,
     distinct_values,
-    file_sha256,
     write_index,
 )
-from leantrain.curriculum.metrics import (
-    BUILTIN_METRICS,
-    Metric,
-    accumulate_arrays,
-    prepare_context,
-    resolve_metrics,
+from leantrain.curriculum.metrics import Metric, accumulate_arrays, prepare_context, resolve_metrics
+from leantrain.curriculum.parts import compute_part, part_dir, verified_parts
+from leantrain.curriculum.pool import run_pool
+from leantrain.curriculum.sources import TokenSource, as_source, probe_digests
+from leantrain.curriculum.storage import (
+    atomic_write_json,
+    discard,
+    file_sha256,
+    save_npy,
+    sweep_stale,
+    writing,
 )
-from leantrain.curriculum.sources import TokenSource, as_source
 
 __all__ = ["DataAnalyzer"]
 
@@ -79,53 +81,10 @@ def _init_worker(source: TokenSource, metrics: list[Metric], context: dict[str, 
 
 def _run_part(stage_dir: str, part: int, start: int, end: int, batch_size: int) -> int:
     """Compute one part in a worker process; returns its sample count."""
-    return _compute_part(
+    return compute_part(
         _WORKER["source"], _WORKER["metrics"], _WORKER["context"],
-        Path(stage_dir), part, start, end, batch_size, None,
+        Path(stage_dir), part, start, end, batch_size,
     )  # fmt: skip
-
-
-def _compute_part(
-    source: TokenSource,
-    metrics: list[Metric],
-    context: dict[str, Any],
-    stage_dir: Path,
-    part: int,
-    start: int,
-    end: int,
-    batch_size: int,
-    progress: Callable[[int], Any] | None,
-) -> int:
-    """Compute metrics for samples [start, end) and write the part folder atomically."""
-    tokens_needed = any(m is not BUILTIN_METRICS["seqlen"] for m in metrics)
-    values: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
-    for a in range(start, end, batch_size):
-        batch = source.read(a, min(end, a + batch_size), tokens_needed=tokens_needed)
-        for m in metrics:
-            out = m.compute(batch, context)
-            if m.metric_type == "accumulate_value_over_samples" and values[m.name]:
-                out = accumulate_arrays([values[m.name][0], out], m.reduce)
-                values[m.name] = []
-            values[m.name].append(out)
-        if progress is not None:
-            progress(len(batch))
-    tmp = stage_dir / f".part-{part:06d}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    checks = {}
-    for m in metrics:
-        chunks = values[m.name]
-        arr = np.concatenate(chunks) if chunks else np.zeros(0, m.output_dtype())
-        if m.metric_type == "single_value_per_sample":
-            arr = arr.astype(m.output_dtype(arr))
-        np.save(tmp / f"{m.name}.npy", arr)
-        checks[m.name] = file_sha256(tmp / f"{m.name}.npy")
-    atomic_write_json(tmp / "done.json", {"start": start, "end": end, "sha256": checks})
-    try:
-        os.replace(tmp, stage_dir / f"part-{part:06d}")
-    except OSError:  # another worker finished the same part first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return end - start
 
 
 class DataAnalyzer:
@@ -133,7 +92,9 @@ class DataAnalyzer:
 
     `dataset`: a `datasets.Dataset`, a map-style torch `Dataset`, a `(tokens, offsets)` pair of
     arrays (or .npy paths) or a `TokenSource`. `metrics`: built-in names (`seqlen`,
-    `vocab_rarity`, `seqlen_vocab_rarity`) or `Metric` objects. `num_workers` local processes
+    `vocab_rarity`, `seqlen_vocab_rarity`) or `Metric` objects. `vocab_size` (required by the
+    rarity metrics): the tokenizer's `len()`; the token histogram has vocab_size + 1 bins, as
+    in DeepSpeed's reference analysis. `num_workers` local processes
     (`mp_context`, default fork where available) run the map stage; for many nodes call `run_map(worker_id, num_workers)` on every rank
     (or use `leantrain analyze` under torchrun) and `run_reduce()` once all parts exist.
     """
@@ -155,12 +116,15 @@ class DataAnalyzer:
         max_seq_len: int | None = None,
         show_progress: bool = True,
         mp_context: str | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         self.source = as_source(
             dataset, column=column, mask_column=mask_column, pad_token_id=pad_token_id
         )
+        self.read_as = {"column": column, "mask_column": mask_column, "pad_token_id": pad_token_id}
         self.output_dir = Path(output_dir)
-        self.metrics = resolve_metrics(tuple(metrics))
+        self.vocab_size = vocab_size
+        self.metrics = resolve_metrics(tuple(metrics), vocab_size=vocab_size)
         self.batch_size = batch_size
         self.num_workers = max(1, num_workers)
         self.max_distinct_values = max_distinct_values
@@ -190,7 +154,8 @@ class DataAnalyzer:
 
     def prepare(self) -> None:
         """Create the work folder; keep finished parts only if they come from the same data,
-        metrics and cut (else start over). Call once before `run_map` on many workers."""
+        metrics and cut (else start over); remove what killed runs of this host left behind.
+        Call once before `run_map` on many workers."""
         plan = {
             "version": PLAN_VERSION,
             "source_fingerprint": self.source.fingerprint(),
@@ -198,7 +163,9 @@ class DataAnalyzer:
             "part_size": self.part_size,
             "metrics": [m.name for m in self.metrics],
             "max_seq_len": self.max_seq_len,
+            "vocab_size": self.vocab_size,
         }
+        self._sweep()
         path = self.work_dir / "plan.json"
         if path.is_file():
             try:
@@ -208,40 +175,78 @@ class DataAnalyzer:
             if old == plan:
                 return
             log.warning("%s: unfinished analysis of other data or settings; starting over", path)
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+            discard(self.work_dir)
+        elif self.work_dir.exists():  # a folder without its plan: nothing in it can be trusted
+            discard(self.work_dir)
+        with writing(self.work_dir):
+            self.work_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, plan)
 
+    def _sweep(self) -> None:
+        folders = [self.output_dir, self.work_dir]
+        for parent in folders[:]:
+            if parent.is_dir():
+                folders += [p for p in parent.iterdir() if p.is_dir() and p.name[0] != "."]
+        for folder in folders:
+            for entry in sweep_stale(folder):
+                log.info("%s: removed, left by a process that died", entry)
+
     def _done_parts(self, stage: str) -> set[int]:
-        done = set()
-        for part_dir in (self.work_dir / stage).glob("part-*"):
-            if (part_dir / "done.json").is_file():
-                done.add(int(part_dir.name.split("-")[1]))
-        return done
+        """Parts of `stage` whose files match their done.json; the others are removed."""
+        bounds = {p: (a, b) for p, a, b in self._parts()}
+        names = [m.name for m in self.stage_metrics(stage)]
+        return verified_parts(self.work_dir / stage, bounds, names)
+
+    def _load_accumulated(self, m: Metric) -> np.ndarray:
+        """The reduced table of accumulate metric `m`, once its manifest and checksum agree
+        with this analysis."""
+        folder = self.output_dir / m.name
+        path, mpath = folder / "accumulated.npy", folder / "manifest.json"
+        try:
+            manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise CurriculumIndexError(f"{mpath}: unreadable manifest ({err})") from None
+        if manifest.get("source_fingerprint") != self.source.fingerprint():
+            raise CurriculumIndexError(f"{mpath}: computed from other data")
+        if manifest.get("vocab_size") != self.vocab_size:
+            raise CurriculumIndexError(
+                f"{mpath}: vocab_size {manifest.get('vocab_size')}, this analysis uses "
+                f"{self.vocab_size}"
+            )
+        try:
+            ok = file_sha256(path) == manifest.get("sha256")
+        except OSError as err:
+            raise CurriculumIndexError(f"{path}: unreadable ({err})") from None
+        if not ok:
+            raise CurriculumIndexError(
+                f"{path}: checksum differs from {mpath}; the file is corrupt or was changed"
+            )
+        return np.load(path)
 
     def _context(self, stage: str) -> dict[str, Any]:
         if stage == "accumulate":
             return {}
-        accumulated = {}
-        for m in self.stage_metrics("accumulate"):
-            accumulated[m.name] = np.load(self.output_dir / m.name / "accumulated.npy")
+        accumulated = {m.name: self._load_accumulated(m) for m in self.stage_metrics("accumulate")}
         return prepare_context(accumulated, self.max_seq_len)
 
     # ---- map --------------------------------------------------------------------------------
+    def _todo(self, stage: str, worker_id: int = 0, num_workers: int = 1) -> list[tuple]:
+        (self.work_dir / stage).mkdir(parents=True, exist_ok=True)
+        done = self._done_parts(stage)
+        return [p for p in self._parts() if p[0] % num_workers == worker_id and p[0] not in done]
+
     def run_map(self, stage: str, worker_id: int = 0, num_workers: int = 1) -> int:
         """Compute this worker's unfinished parts of `stage` in this process; samples done."""
         metrics = self.stage_metrics(stage)
-        stage_dir = self.work_dir / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        done = self._done_parts(stage)
-        todo = [p for p in self._parts() if p[0] % num_workers == worker_id and p[0] not in done]
+        todo = self._todo(stage, worker_id, num_workers)
         context = self._context(stage)
         bar = self._bar(stage, sum(b - a for _, a, b in todo))
         total = 0
         for part, a, b in todo:
-            total += _compute_part(
-                self.source, metrics, context, stage_dir, part, a, b, self.batch_size, bar.update
-            )
+            total += compute_part(
+                self.source, metrics, context, self.work_dir / stage, part, a, b,
+                self.batch_size, bar.update,
+            )  # fmt: skip
         bar.close()
         return total
 
@@ -250,22 +255,16 @@ class DataAnalyzer:
         if self.num_workers == 1:
             self.run_map(stage)
             return
-        stage_dir = self.work_dir / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        done = self._done_parts(stage)
-        todo = [p for p in self._parts() if p[0] not in done]
+        todo = self._todo(stage)
         if not todo:
             return
         bar = self._bar(stage, sum(b - a for _, a, b in todo))
-        ctx = get_context(self.mp_context)
         init = (self.source, self.stage_metrics(stage), self._context(stage))
-        with ProcessPoolExecutor(self.num_workers, ctx, _init_worker, init) as pool:
-            futures = [
-                pool.submit(_run_part, str(stage_dir), part, a, b, self.batch_size)
-                for part, a, b in todo
-            ]
-            for fut in as_completed(futures):
-                bar.update(fut.result())
+        stage_dir = str(self.work_dir / stage)
+        tasks = [(stage_dir, part, a, b, self.batch_size) for part, a, b in todo]
+        run_pool(
+            self.num_workers, self.mp_context, _init_worker, init, _run_part, tasks, bar.update
+        )
         bar.close()
 
     def _bar(self, stage: str, total: int) -> Any:
@@ -275,47 +274,52 @@ class DataAnalyzer:
         )  # fmt: skip
 
     # ---- reduce -----------------------------------------------------------------------------
-    def _part_arrays(self, stage: str, name: str) -> list[np.ndarray]:
+    def _part_arrays(self, stage: str, name: str, done: set[int]) -> list[np.ndarray]:
         parts = self._parts()
-        missing = sorted({p for p, _, _ in parts} - self._done_parts(stage))
+        missing = sorted({p for p, _, _ in parts} - done)
         if missing:
             raise CurriculumIndexError(
-                f"{self.work_dir / stage}: parts {missing[:8]} of {len(parts)} are not finished; "
-                "run the map stage on every worker first"
+                f"{self.work_dir / stage}: parts {missing[:8]} of {len(parts)} are not finished "
+                "(or were removed as inconsistent); run the map stage on every worker first"
             )
-        return [
-            np.load(self.work_dir / stage / f"part-{p:06d}" / f"{name}.npy", mmap_mode="r")
-            for p, _, _ in parts
-        ]
+        stage_dir = self.work_dir / stage
+        return [np.load(part_dir(stage_dir, p) / f"{name}.npy", mmap_mode="r") for p, _, _ in parts]
 
     def run_reduce(self, stage: str) -> None:
         """Merge the finished parts of `stage` into the output folder."""
         fingerprint = self.source.fingerprint()
+        done = self._done_parts(stage)
         for m in self.stage_metrics(stage):
-            arrays = self._part_arrays(stage, m.name)
+            arrays = self._part_arrays(stage, m.name, done)
             if stage == "accumulate":
                 total = accumulate_arrays([np.asarray(a) for a in arrays], m.reduce)
                 folder = self.output_dir / m.name
-                folder.mkdir(parents=True, exist_ok=True)
-                np.save(folder / "accumulated.npy", total)
+                with writing(folder):
+                    folder.mkdir(parents=True, exist_ok=True)
+                save_npy(folder / "accumulated.npy", total)
                 atomic_write_json(
                     folder / "manifest.json",
                     {
                         "version": 1, "metric": m.name, "metric_type": m.metric_type,
-                        "source_fingerprint": fingerprint,
+                        "source_fingerprint": fingerprint, "vocab_size": self.vocab_size,
                         "sha256": file_sha256(folder / "accumulated.npy"),
                     },
                 )  # fmt: skip
                 continue
             values = _Concat(arrays)
             edges = self._bucket_edges(m.name, values)
-            extra: dict[str, Any] = {"metric_type": m.metric_type}
+            extra: dict[str, Any] = {"metric_type": m.metric_type, "data": self._data_record()}
             if edges is not None:
                 extra["bucket_edges"] = edges.tolist()
             write_index(
                 self.output_dir, m.name, values, source_fingerprint=fingerprint,
                 bucket_edges=edges, extra=extra,
             )  # fmt: skip
+
+    def _data_record(self) -> dict[str, Any]:
+        """What ties an index to its data: how samples were read and digests of a few of them
+        (`CurriculumIndex.check_data` compares them with the training dataset)."""
+        return {"read_as": self.read_as, "probes": probe_digests(self.source)}
 
     def _bucket_edges(self, name: str, values: _Concat) -> np.ndarray | None:
         """Quantile bucket upper edges when asked and needed; a warning when values are many."""
@@ -336,21 +340,22 @@ class DataAnalyzer:
         return None
 
     def _accumulate_finished(self) -> bool:
-        fingerprint = self.source.fingerprint()
+        """Whether every accumulated table of a previous run can be reused (verified)."""
         for m in self.stage_metrics("accumulate"):
-            path = self.output_dir / m.name / "manifest.json"
-            try:
-                manifest = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+            if not (self.output_dir / m.name / "manifest.json").is_file():
                 return False
-            if manifest.get("source_fingerprint") != fingerprint:
+            try:
+                self._load_accumulated(m)
+            except CurriculumIndexError as err:
+                log.warning("%s; computing it again", err)
                 return False
         return True
 
     # ---- all --------------------------------------------------------------------------------
     def run(self) -> dict[str, CurriculumIndex]:
         """Map and reduce every stage locally (resuming finished parts); the loaded indexes."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with writing(self.output_dir):
+            self.output_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         for stage in STAGES:
             if not self.stage_metrics(stage):
@@ -374,7 +379,9 @@ class DataAnalyzer:
             for m in self.stage_metrics("values")
         }
         text = summarize(indexes)
-        (self.output_dir / "summary.txt").write_text(text, encoding="utf-8")
+        summary = self.output_dir / "summary.txt"
+        with writing(summary):
+            summary.write_text(text, encoding="utf-8")
         if self.show_progress:
             print(text)
         atomic_write_json(
@@ -386,5 +393,6 @@ class DataAnalyzer:
                 "timings_s": self.timings,
             },
         )
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        # renamed aside first: a kill while deleting never leaves a half-deleted _work behind
+        discard(self.work_dir, must_delete=False)
         return indexes

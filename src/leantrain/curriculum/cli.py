@@ -11,7 +11,9 @@ Example (SST-2 tokenised with a local BERT vocabulary)::
     metrics: [seqlen, vocab_rarity]
     num_workers: 2
 
-Under `torchrun` (WORLD_SIZE > 1) every rank maps its share of the parts and rank 0 reduces.
+`vocab_rarity` needs the vocabulary size: taken from the tokenizer of a `text` source, else
+give `vocab_size`. Under `torchrun` (WORLD_SIZE > 1) every rank maps its share of the parts and
+rank 0 reduces.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ class AnalyzeConfig(_Strict):
     max_distinct_values: int = Field(10_000, ge=1)
     num_buckets: int | None = Field(None, ge=1)
     max_seq_len: int | None = Field(None, ge=1)
+    vocab_size: int | None = Field(
+        None,
+        ge=1,
+        description="Token ids 0 .. vocab_size − 1 (the token histogram has one more bin); "
+        "default: the tokenizer's length for `text` sources. Required for vocab_rarity.",
+    )
 
 
 def _read(path: Path) -> AnalyzeConfig:
@@ -107,8 +115,8 @@ def _tokenizer(cfg: TokenizerConfig) -> Any:
     return GPT2TokenizerFast(vocab=cfg.vocab_file, merges=cfg.merges_file)
 
 
-def load_source(cfg: SourceConfig) -> Any:
-    """The dataset a `SourceConfig` describes."""
+def load_source(cfg: SourceConfig) -> tuple[Any, int | None]:
+    """The dataset a `SourceConfig` describes, and its tokenizer's vocabulary size (if any)."""
     import datasets
 
     if cfg.kind == "numpy":
@@ -117,8 +125,9 @@ def load_source(cfg: SourceConfig) -> Any:
         offsets = np.load(cfg.offsets, mmap_mode="r")
         if cfg.limit:
             offsets = np.asarray(offsets[: cfg.limit + 1])
-            return ArraySource(np.load(cfg.tokens, mmap_mode="r"), offsets)
-        return ArraySource(cfg.tokens, cfg.offsets)
+            return ArraySource(np.load(cfg.tokens, mmap_mode="r"), offsets), None
+        return ArraySource(cfg.tokens, cfg.offsets), None
+    vocab_size = None
     if cfg.kind == "hf_disk":
         ds = datasets.load_from_disk(cfg.path)
     elif cfg.kind == "hf_files":
@@ -138,15 +147,17 @@ def load_source(cfg: SourceConfig) -> Any:
         kw = {"truncation": True, "max_length": cfg.tokenizer.max_length}
         ids = tok(texts, **kw if cfg.tokenizer.max_length else {})["input_ids"]
         ds = datasets.Dataset.from_dict({cfg.column: ids})
+        vocab_size = len(tok)
     if cfg.limit and len(ds) > cfg.limit:
         ds = ds.select(range(cfg.limit))
-    return ds
+    return ds, vocab_size
 
 
 def build(cfg: AnalyzeConfig, *, show_progress: bool = True) -> DataAnalyzer:
     """The `DataAnalyzer` an analyze config describes."""
+    dataset, tokenizer_vocab = load_source(cfg.source)
     return DataAnalyzer(
-        load_source(cfg.source),
+        dataset,
         cfg.output_dir,
         cfg.metrics,
         column=cfg.source.column,
@@ -157,6 +168,7 @@ def build(cfg: AnalyzeConfig, *, show_progress: bool = True) -> DataAnalyzer:
         num_buckets=cfg.num_buckets,
         max_seq_len=cfg.max_seq_len,
         show_progress=show_progress,
+        vocab_size=cfg.vocab_size or tokenizer_vocab,
     )
 
 

@@ -5,9 +5,12 @@ One folder per metric holds
 - `index_to_metric.npy`: the sorted distinct values (V,);
 - `index_to_sample.npy`: every sample id, grouped by value, ids ascending within a group (N,);
 - `index_to_sample_offsets.npy`: where each value's group starts in it (V + 1,);
-- `manifest.json`: version, dtypes, counts, source fingerprint and a sha256 per file.
-The manifest is written last (temp file, then rename), so a folder without one is unfinished.
-Everything is built in chunks: memory is O(distinct values + one chunk), never O(samples).
+- `manifest.json`: version, metric, dtypes, counts, source fingerprint, a sha256 per file and
+  (from the analyzer) digests of a few samples, which tie the index to its data.
+The folder is built under a temp name, manifest included, and renamed into place, so a folder
+without a manifest is unfinished. Files are preallocated before they are filled (a full disk is
+an error naming the file, not a SIGBUS). Everything is built in chunks: memory is
+O(distinct values + one chunk), never O(samples).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from leantrain.curriculum.storage import (
+    alloc_npy,
+    atomic_write_json,
+    discard,
+    file_sha256,
+    save_npy,
+    temp_path,
+    writing,
+)
 from leantrain.errors import LeantrainError
 
 __all__ = [
@@ -31,9 +43,7 @@ __all__ = [
     "Column",
     "CurriculumIndex",
     "CurriculumIndexError",
-    "atomic_write_json",
     "distinct_values",
-    "file_sha256",
     "resolve_index_dir",
     "write_index",
 ]
@@ -56,25 +66,6 @@ class Column(Protocol):
 
 class CurriculumIndexError(LeantrainError):
     """A difficulty index is missing, unfinished, corrupt or does not match its data."""
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 23):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file beside `path`, fsync, then rename: never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _index_dtype(n: int) -> np.dtype:
@@ -130,32 +121,34 @@ def write_index(
 ) -> Path:
     """Build and write one metric's index folder from its per-sample values.
 
-    The folder is built under a temp name and renamed into place, then the manifest is
-    written; an existing folder of that name is replaced only once the new one is complete.
-    With `bucket_edges` (sorted upper edges, the last >= every value) each value is replaced by
-    the smallest edge >= it, so a threshold on the stored value never admits a larger raw value.
+    The folder is built, manifest included, under a temp name and renamed into place; an
+    existing folder of that name is replaced only once the new one is complete. With
+    `bucket_edges` (sorted upper edges, the last >= every value) each value is replaced by the
+    smallest edge >= it, so a threshold on the stored value never admits a larger raw value.
     """
     out_dir = Path(out_dir)
     final = out_dir / name
-    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temp_path(final)
+    discard(tmp)
+    with writing(tmp):
+        tmp.mkdir(parents=True)
     values = sample_to_metric
     n = len(values)
-    s2m = np.lib.format.open_memmap(tmp / "sample_to_metric.npy", "w+", values.dtype, (n,))
+    s2m = alloc_npy(tmp / "sample_to_metric.npy", values.dtype, n)
     for a, b in _chunks(n):
         chunk = np.asarray(values[a:b])
         if bucket_edges is not None:
             chunk = bucket_edges[np.searchsorted(bucket_edges, chunk, side="left")]
         s2m[a:b] = chunk
-    s2m.flush()
+    with writing(tmp / "sample_to_metric.npy"):
+        s2m.flush()
     distinct, counts = distinct_values(s2m)
-    np.save(tmp / "index_to_metric.npy", distinct)
+    save_npy(tmp / "index_to_metric.npy", distinct)
     offsets = np.zeros(len(distinct) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
-    np.save(tmp / "index_to_sample_offsets.npy", offsets)
+    save_npy(tmp / "index_to_sample_offsets.npy", offsets)
     idx_dtype = _index_dtype(n)
-    flat = np.lib.format.open_memmap(tmp / "index_to_sample.npy", "w+", idx_dtype, (n,))
+    flat = alloc_npy(tmp / "index_to_sample.npy", idx_dtype, n)
     cursor = offsets[:-1].copy()
     for a, b in _chunks(n):  # stable counting sort, one chunk at a time
         group = np.searchsorted(distinct, s2m[a:b])
@@ -169,7 +162,8 @@ def write_index(
         rank = np.arange(b - a, dtype=np.int64) - chunk_start[sorted_group]
         flat[cursor[sorted_group] + rank] = (order + a).astype(idx_dtype)
         cursor += chunk_counts
-    flat.flush()
+    with writing(tmp / "index_to_sample.npy"):
+        flat.flush()
     del flat, s2m
     manifest: dict[str, Any] = {
         "version": INDEX_VERSION,
@@ -183,12 +177,14 @@ def write_index(
         "files": {f: {"sha256": file_sha256(tmp / f"{f}.npy")} for f in FILES},
         **(extra or {}),
     }
-    trash = out_dir / f".{name}.old-{os.getpid()}"
-    if final.exists():
-        os.replace(final, trash)
-    os.replace(tmp, final)
-    atomic_write_json(final / "manifest.json", manifest)
-    shutil.rmtree(trash, ignore_errors=True)
+    atomic_write_json(tmp / "manifest.json", manifest)
+    old = temp_path(final, "old")
+    with writing(final):
+        if final.exists():
+            discard(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+    discard(old, must_delete=False)
     return final
 
 
@@ -250,8 +246,11 @@ class CurriculumIndex:
         return self.index_to_sample[self.offsets[i] : self.offsets[i + 1]]
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True) -> CurriculumIndex:
-        """Open an index folder; check version, shapes, dtypes and (verify=True) checksums."""
+    def load(
+        cls, path: str | Path, *, verify: bool = True, metric: str | None = None
+    ) -> CurriculumIndex:
+        """Open an index folder; check version, metric (when `metric` is given), shapes, dtypes,
+        the ranges of sample ids and offsets, and (verify=True) checksums."""
         folder = resolve_index_dir(path)
         mpath = folder / "manifest.json"
         try:
@@ -262,6 +261,11 @@ class CurriculumIndex:
             raise CurriculumIndexError(
                 f"{mpath}: index version {manifest.get('version')!r}; this leantrain reads "
                 f"version {INDEX_VERSION}; re-run `leantrain analyze`"
+            )
+        if metric is not None and manifest.get("metric") != metric:
+            raise CurriculumIndexError(
+                f"{mpath}: an index of metric {manifest.get('metric')!r}, used for metric "
+                f"{metric!r}; point the path at the {metric!r} index"
             )
         n, v = int(manifest["num_samples"]), int(manifest["num_distinct"])
         expect = {
@@ -288,14 +292,76 @@ class CurriculumIndex:
                     "changed after analysis; re-run `leantrain analyze`"
                 )
             arrays[fname] = arr
-        offsets = arrays["index_to_sample_offsets"]
-        if v and (offsets[0] != 0 or offsets[-1] != n):
-            raise CurriculumIndexError(f"{folder / 'index_to_sample_offsets.npy'}: inconsistent")
+        _check_ranges(folder, arrays, n)
         return cls(
             path=folder,
             manifest=manifest,
             sample_to_metric=arrays["sample_to_metric"],
             values=arrays["index_to_metric"],
             index_to_sample=arrays["index_to_sample"],
-            offsets=offsets,
+            offsets=arrays["index_to_sample_offsets"],
         )
+
+    def check_data(self, dataset: Any) -> None:
+        """Refuse `dataset` unless it holds the samples this index was analysed from: the same
+        count and the same non-padding tokens in the samples the analyzer took digests of.
+        Warns, and checks only the count, where the data cannot be read as the analyzer did
+        (or the index records no digests)."""
+        from leantrain.curriculum.sources import as_source, probe_digests
+
+        if len(dataset) != self.num_samples:
+            raise CurriculumIndexError(
+                f"{self.path}: covers {self.num_samples} samples, the dataset has "
+                f"{len(dataset)}; was it analysed from other data?"
+            )
+        data = self.manifest.get("data")
+        if not isinstance(data, dict) or not data.get("probes"):
+            warnings.warn(
+                f"{self.path}: the index records no digests of its data (not written by the "
+                "analyzer, or by an older leantrain): only the sample count was checked",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        try:
+            source = as_source(dataset, **data["read_as"])
+            got = probe_digests(source, [int(i) for i in data["probes"]])
+        except (LeantrainError, TypeError, ValueError, KeyError, IndexError) as err:
+            warnings.warn(
+                f"{self.path}: cannot read the dataset the way the analyzer read its data "
+                f"({err}); only the sample count was checked",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        for sample, digest in data["probes"].items():
+            if got[sample] != digest:
+                raise CurriculumIndexError(
+                    f"{self.path}: sample {sample} of the dataset differs from the one "
+                    "analysed (other data, or tokenised or padded differently); re-run "
+                    "`leantrain analyze` on this dataset, or pass verify_index=False"
+                )
+
+
+def _check_ranges(folder: Path, arrays: dict[str, np.ndarray], n: int) -> None:
+    """Sample ids in [0, n), offsets rising strictly from 0 to n, values strictly sorted:
+    what the sampler indexes with, checked in chunks."""
+    offsets, values = arrays["index_to_sample_offsets"], arrays["index_to_metric"]
+    if len(values) and (offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) <= 0)):
+        raise CurriculumIndexError(
+            f"{folder / 'index_to_sample_offsets.npy'}: offsets must rise strictly from 0 to "
+            f"{n}; the index is corrupt, re-run `leantrain analyze`"
+        )
+    if len(values) > 1 and not np.all(values[1:] > values[:-1]):
+        raise CurriculumIndexError(
+            f"{folder / 'index_to_metric.npy'}: values are not strictly sorted; the index is "
+            "corrupt, re-run `leantrain analyze`"
+        )
+    ids = arrays["index_to_sample"]
+    for a, b in _chunks(n):
+        chunk = ids[a:b]
+        if chunk.min() < 0 or chunk.max() >= n:
+            raise CurriculumIndexError(
+                f"{folder / 'index_to_sample.npy'}: sample ids outside [0, {n}); the index is "
+                "corrupt, re-run `leantrain analyze`"
+            )

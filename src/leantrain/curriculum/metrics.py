@@ -4,11 +4,13 @@ A metric sees a `TokenBatch`: the non-padding tokens of consecutive samples as o
 plus offsets (CSR layout), so built-ins run as a few numpy calls per batch, never a Python loop
 per token. Two kinds, as in DeepSpeed: `single_value_per_sample` (one value per sample) and
 `accumulate_value_over_samples` (an array summed, or maxed, over all samples, e.g. the token
-histogram vocab_rarity needs before it can run).
+histogram vocab_rarity needs before it can run). The histogram spans the whole vocabulary plus
+one bin, as DeepSpeed's reference analysis counts it, so the vocabulary size is an input.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ __all__ = [
     "prepare_context",
     "rarity_table",
     "resolve_metrics",
+    "token_histogram_metric",
 ]
 
 MetricType = Literal["single_value_per_sample", "accumulate_value_over_samples"]
@@ -98,6 +101,12 @@ class Metric:
                     f"metric {self.name!r}: returned shape {out.shape} for {len(batch)} "
                     "samples; expected one number per sample"
                 )
+            if out.dtype.kind in "fc" and not np.isfinite(out).all():
+                bad = int(np.flatnonzero(~np.isfinite(out))[0])
+                raise ConfigError(
+                    f"metric {self.name!r}: value {out[bad]} for sample {batch.start + bad}; "
+                    "a difficulty must be a finite number"
+                )
             return out.astype(self.output_dtype(out))
         return out
 
@@ -124,15 +133,18 @@ def accumulate_arrays(parts: list[np.ndarray], reduce: str) -> np.ndarray:
 
 
 def rarity_table(histogram: np.ndarray) -> np.ndarray:
-    """R[v] = −ln(F[v] / ΣF) in float64, with zero counts replaced by 1 (SPEC.md 2.2)."""
+    """R[v] = −ln(F[v] / ΣF) in float64, with zero counts replaced by 1, as DeepSpeed's
+    reference analysis computes it. F has vocab_size + 1 bins, so every unused id (and the
+    extra bin) adds one to ΣF."""
     freq = np.asarray(histogram, dtype=np.float64).copy()
     freq[freq == 0] = 1.0
     return -np.log(freq / freq.sum())
 
 
 def composite_scale(max_seq_len: int, max_rarity: float) -> int:
-    """C = 10^(ceil(log10(seq_len · max R)) + 1): seqlen·C + rarity keeps length dominant."""
-    return 10 ** (math.ceil(math.log10(max(max_seq_len * max_rarity, 1.0))) + 1)
+    """C = 10^(ceil(log_10(seq_len · max R)) + 1): seqlen·C + rarity keeps length dominant
+    (`math.log(x, 10)`, as the reference computes it)."""
+    return 10 ** (math.ceil(math.log(max(max_seq_len * max_rarity, 1.0), 10)) + 1)
 
 
 def prepare_context(accumulated: Mapping[str, np.ndarray], max_seq_len: int | None) -> dict:
@@ -150,8 +162,25 @@ def _seqlen(batch: TokenBatch) -> np.ndarray:
     return batch.lengths
 
 
-def _token_histogram(batch: TokenBatch) -> np.ndarray:
-    return np.bincount(np.asarray(batch.tokens, dtype=np.int64), minlength=1)
+def _token_histogram(batch: TokenBatch, vocab_size: int) -> np.ndarray:
+    """Counts of ids 0 .. vocab_size (vocab_size + 1 bins, the reference's `minlength`)."""
+    ids = np.asarray(batch.tokens, dtype=np.int64)
+    bad = np.flatnonzero((ids < 0) | (ids >= vocab_size)) if len(ids) else ids[:0]
+    if len(bad):
+        sample = batch.start + int(np.searchsorted(batch.offsets, bad[0], side="right")) - 1
+        raise ConfigError(
+            f"vocab_size: sample {sample} holds token id {int(ids[bad[0]])}, outside the "
+            f"vocabulary [0, {vocab_size}); pass the tokenizer's vocab_size (len(tokenizer))"
+        )
+    return np.bincount(ids, minlength=vocab_size + 1)
+
+
+def token_histogram_metric(vocab_size: int) -> Metric:
+    """The `token_histogram` accumulate metric over a vocabulary of `vocab_size` ids."""
+    if int(vocab_size) < 1:
+        raise ConfigError(f"vocab_size: got {vocab_size}; expected a positive vocabulary size")
+    fn = functools.partial(_token_histogram, vocab_size=int(vocab_size))
+    return Metric("token_histogram", fn, "accumulate_value_over_samples", batched=True)
 
 
 def _max_seqlen(batch: TokenBatch) -> np.ndarray:
@@ -188,8 +217,11 @@ BUILTIN_METRICS: dict[str, Metric] = {
 }
 
 
-def resolve_metrics(metrics: list[str | Metric] | tuple[str | Metric, ...]) -> list[Metric]:
-    """Metric objects for names or objects, plus the accumulate metrics they require, first."""
+def resolve_metrics(
+    metrics: list[str | Metric] | tuple[str | Metric, ...], *, vocab_size: int | None = None
+) -> list[Metric]:
+    """Metric objects for names or objects, plus the accumulate metrics they require, first.
+    The token histogram (needed by vocab_rarity) is sized by `vocab_size`, which it requires."""
     out: list[Metric] = []
     for m in metrics:
         if isinstance(m, str):
@@ -205,4 +237,16 @@ def resolve_metrics(metrics: list[str | Metric] | tuple[str | Metric, ...]) -> l
         raise ConfigError(f"metrics: duplicate names in {[m.name for m in out]}")
     needed = [r for m in out for r in m.requires if r not in names]
     extra = [BUILTIN_METRICS[r] for r in dict.fromkeys(needed)]
-    return extra + out
+    resolved = extra + out
+    histogram = BUILTIN_METRICS["token_histogram"]
+    if any(m is histogram for m in resolved):
+        if vocab_size is None:
+            users = [m.name for m in out if "token_histogram" in m.requires] or ["token_histogram"]
+            raise ConfigError(
+                f"vocab_size: required for {users}: the token histogram spans the whole "
+                "vocabulary (+1 bin), as DeepSpeed's reference analysis counts it; pass "
+                "len(tokenizer) (or the padded vocabulary size your reference run used)"
+            )
+        sized = token_histogram_metric(vocab_size)
+        resolved = [sized if m is histogram else m for m in resolved]
+    return resolved

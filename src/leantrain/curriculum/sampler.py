@@ -26,7 +26,7 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from leantrain.config import CurriculumLearningConfig, CurriculumMetricConfig, load_config
+from leantrain.config import CurriculumLearningConfig, CurriculumMetricConfig, resolve
 from leantrain.curriculum.index import CurriculumIndex
 from leantrain.curriculum.permute import mix64, permute
 from leantrain.curriculum.scheduler import CurriculumScheduler
@@ -36,6 +36,9 @@ __all__ = ["CurriculumSampler"]
 
 STATE_VERSION = 1
 SNAPSHOTS = 1024  # recent per-step cluster positions kept for state_dict(consumed_micro_batches)
+#: Config metric names that read an index named otherwise (Megatron-DeepSpeed's scripts call
+#: the vocab_rarity index "voc"; its seqlen curricula read the seqlen index).
+INDEX_METRIC = {"voc": "vocab_rarity", "seqlen_truncate": "seqlen", "seqlen_reshape": "seqlen"}
 
 
 @dataclass
@@ -93,11 +96,15 @@ class CurriculumSampler(Sampler[list[int]]):
     micro-batches of curriculum-admitted sample ids.
 
     `config`: a DeepSpeed config (path, dict or `LeantrainConfig`) or its
-    `curriculum_learning` section. Metrics with an index (`index_to_sample_path`, or `indexes`)
+    `curriculum_learning` section (typed or a dict); `schedulers` are the metrics' difficulty
+    schedules when their owner shares them (default: built here). Metrics with an index (`index_to_sample_path`, or `indexes`)
     filter samples; metrics without one (DeepSpeed's `seqlen_truncate` with `single_cluster`)
     only report a difficulty, e.g. for `truncate_batch`. Global batch = micro_batch_size ×
     world_size × gradient_accumulation_steps. `shard=False` yields every rank's micro-batch in
     rank order (for Accelerate / HF Trainer, which shard batch samplers themselves).
+    Each index must be of its metric (the config key, or "voc" for vocab_rarity); with
+    `dataset` (the training data) and `verify_index`, it must also be of that data (sample count
+    and digests of a few samples, `CurriculumIndex.check_data`).
     """
 
     def __init__(
@@ -114,6 +121,8 @@ class CurriculumSampler(Sampler[list[int]]):
         indexes: Mapping[str, CurriculumIndex | str | Path] | None = None,
         custom_difficulty: Mapping[str, Callable[[int], float]] | None = None,
         verify_index: bool = True,
+        schedulers: Mapping[str, CurriculumScheduler] | None = None,
+        dataset: Any = None,
     ) -> None:
         super().__init__()
         section, cfg_seed = _section(config)
@@ -132,10 +141,15 @@ class CurriculumSampler(Sampler[list[int]]):
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.global_batch_size = micro_batch_size * world_size * gradient_accumulation_steps
         self._section = section
-        self._metrics = self._build_metrics(section, indexes or {}, verify_index)
+        self._metrics = self._build_metrics(section, indexes or {}, verify_index, schedulers or {})
         for name, fn in (custom_difficulty or {}).items():
             self.set_custom_get_difficulty(fn, metric=name)
         self._filters = [m for m in self._metrics if m.index is not None]
+        if dataset is not None:
+            num_samples = len(dataset) if num_samples is None else num_samples
+            for m in self._filters if verify_index else []:
+                assert m.index is not None
+                m.index.check_data(dataset)
         sizes = {m.index.num_samples for m in self._filters if m.index is not None}
         if len(sizes) > 1:
             raise ConfigError(f"curriculum_metrics: indexes cover different sample counts {sizes}")
@@ -157,23 +171,33 @@ class CurriculumSampler(Sampler[list[int]]):
     # ---- setup --------------------------------------------------------------------------------
     @staticmethod
     def _build_metrics(
-        section: CurriculumLearningConfig, indexes: Mapping[str, Any], verify: bool
+        section: CurriculumLearningConfig,
+        indexes: Mapping[str, Any],
+        verify: bool,
+        schedulers: Mapping[str, CurriculumScheduler],
     ) -> list[_Metric]:
         out = []
         for name, cfg in section.curriculum_metrics.items():
             source = indexes.get(name, cfg.index_to_sample_path)
             index = None
+            expected = INDEX_METRIC.get(name, name)
             if isinstance(source, CurriculumIndex):
                 index = source
+                if index.name != expected:
+                    raise ConfigError(
+                        f"indexes.{name}: an index of metric {index.name!r} ({index.path}); "
+                        f"expected the {expected!r} index"
+                    )
             elif source is not None:
-                index = CurriculumIndex.load(source, verify=verify)
+                index = CurriculumIndex.load(source, verify=verify, metric=expected)
             elif cfg.clustering_type == "schedule_based":
                 raise ConfigError(
                     f"curriculum_metrics.{name}.index_to_sample_path: required for "
                     "clustering_type 'schedule_based' (run `leantrain analyze`); only "
                     "'single_cluster' metrics (e.g. seqlen by truncation) may go without"
                 )
-            out.append(_Metric(name, cfg, CurriculumScheduler(cfg), index))
+            scheduler = schedulers[name] if name in schedulers else CurriculumScheduler(cfg)
+            out.append(_Metric(name, cfg, scheduler, index))
         return out
 
     def set_custom_get_difficulty(
@@ -412,13 +436,13 @@ class CurriculumSampler(Sampler[list[int]]):
 
 
 def _section(config: Any) -> tuple[CurriculumLearningConfig, int]:
-    """The curriculum section and the data-efficiency seed from any accepted config form."""
-    if isinstance(config, CurriculumLearningConfig):
-        return config, 1234
-    cfg = load_config(config)
-    if not cfg.curriculum.curriculum_metrics:
+    """The curriculum section and the data-efficiency seed (1234 unless a whole config sets
+    it) from any accepted config form."""
+    resolved = resolve(config, CurriculumLearningConfig)
+    if not resolved.section.curriculum_metrics:
         raise ConfigError(
             "data_efficiency.data_sampling.curriculum_learning.curriculum_metrics: empty; the "
             "curriculum sampler needs at least one metric"
         )
-    return cfg.curriculum, cfg.data_efficiency.seed
+    seed = resolved.config.data_efficiency.seed if resolved.config is not None else 1234
+    return resolved.section, seed

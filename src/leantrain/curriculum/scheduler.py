@@ -7,12 +7,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
+from leantrain.config.resolve import validate_section
 from leantrain.config.schema import CurriculumMetricConfig, LegacyCurriculumConfig
 from leantrain.errors import ConfigError, check_state_version
 
-__all__ = ["CurriculumScheduler", "difficulty_at", "fixed_discrete", "fixed_root"]
+__all__ = [
+    "CurriculumScheduler",
+    "CurriculumSchedules",
+    "difficulty_at",
+    "fixed_discrete",
+    "fixed_root",
+]
 
 STATE_VERSION = 1
 
@@ -70,6 +76,7 @@ def difficulty_at(
 
 
 def _parse(config: Any) -> LegacyCurriculumConfig | CurriculumMetricConfig:
+    """One schedule section, typed or a dict: the legacy one when it has its keys."""
     if isinstance(config, LegacyCurriculumConfig | CurriculumMetricConfig):
         return config
     if not isinstance(config, Mapping):
@@ -77,14 +84,9 @@ def _parse(config: Any) -> LegacyCurriculumConfig | CurriculumMetricConfig:
             f"CurriculumScheduler: got {type(config).__name__}; expected the legacy "
             "curriculum_learning section or one curriculum_metrics entry (dict or parsed)"
         )
-    legacy = "curriculum_type" in config or "enabled" in config
-    cls = LegacyCurriculumConfig if legacy else CurriculumMetricConfig
-    try:
-        return cls.model_validate(dict(config))
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or cls.__name__
-        raise ConfigError(f"{where}: {first['msg']}") from None
+    if "curriculum_type" in config or "enabled" in config:
+        return validate_section(LegacyCurriculumConfig, config, "curriculum_learning")
+    return validate_section(CurriculumMetricConfig, config, "")
 
 
 class CurriculumScheduler:
@@ -113,6 +115,16 @@ class CurriculumScheduler:
     def set_custom_get_difficulty(self, fn: Callable[[int], float]) -> None:
         """Install the function of the global step used by schedule_type 'custom'."""
         self._custom = fn
+
+    @property
+    def custom(self) -> bool:
+        """Whether its schedule_type is 'custom' (a user function of the step)."""
+        return self.config.schedule_type == "custom"
+
+    @property
+    def waiting(self) -> bool:
+        """Whether it is custom and its function is not installed yet."""
+        return self.custom and self._custom is None
 
     def get_difficulty(self, global_step: int) -> int | float:
         """The schedule at `global_step`, without touching the state (pure)."""
@@ -153,3 +165,51 @@ class CurriculumScheduler:
 
 def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() else float(x)
+
+
+class CurriculumSchedules:
+    """Every difficulty schedule of one run, by name: one `CurriculumScheduler` each.
+
+    The curriculum technique steps them and the curriculum sampler draws from the same objects,
+    so a custom schedule's function is installed once. A custom schedule is not advanced until
+    its function is installed; reading difficulties before that raises.
+    """
+
+    def __init__(self, schedulers: Mapping[str, CurriculumScheduler]) -> None:
+        """`schedulers` by name (the legacy warmup's, or a Data Efficiency metric's)."""
+        self.schedulers = dict(schedulers)
+
+    def update(self, global_step: int) -> None:
+        """Advance every schedule with its function to `global_step` (DeepSpeed semantics)."""
+        for scheduler in self.schedulers.values():
+            if not scheduler.waiting:
+                scheduler.update_difficulty(global_step)
+
+    def difficulties(self) -> dict[str, float]:
+        """The current difficulty of each schedule."""
+        waiting = [name for name, s in self.schedulers.items() if s.waiting]
+        if waiting:
+            raise ConfigError(
+                f"curriculum schedule {waiting[0]!r}: schedule_type is 'custom': call "
+                "handle.set_custom_curriculum_schedule(fn) (or set_custom_get_difficulty) "
+                "before training"
+            )
+        return {k: float(s.get_current_difficulty()) for k, s in self.schedulers.items()}
+
+    def custom(self) -> list[str]:
+        """Names of the schedules of schedule_type 'custom'."""
+        return [name for name, s in self.schedulers.items() if s.custom]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each schedule's state, by name."""
+        return {name: s.state_dict() for name, s in self.schedulers.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict()`; the same schedules must be configured."""
+        if sorted(state) != sorted(self.schedulers):
+            raise ConfigError(
+                f"curriculum state: saved for the schedules {sorted(state)}, this run has "
+                f"{sorted(self.schedulers)}; resume with the same config"
+            )
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state[name])

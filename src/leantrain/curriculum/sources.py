@@ -12,7 +12,14 @@ import numpy as np
 from leantrain.curriculum.metrics import TokenBatch
 from leantrain.errors import ConfigError
 
-__all__ = ["ArraySource", "HFSource", "TokenSource", "TorchSource", "as_source"]
+__all__ = [
+    "ArraySource",
+    "HFSource",
+    "TokenSource",
+    "TorchSource",
+    "as_source",
+    "probe_digests",
+]
 
 
 class TokenSource:
@@ -207,7 +214,14 @@ class TorchSource(TokenSource):
             if self.mask_column and self.mask_column in item:
                 mask = np.asarray(item[self.mask_column]).reshape(-1)
             item = item[self.column]
-        return np.asarray(item).reshape(-1), mask
+        tokens = np.asarray(item).reshape(-1)
+        if tokens.size == 0:  # np.asarray([]) is float64: keep an empty sample integer-typed
+            return tokens.astype(np.int64), mask
+        if tokens.dtype.kind not in "iu":
+            raise ConfigError(
+                f"dataset: sample {i}: token ids of dtype {tokens.dtype}; expected integers"
+            )
+        return tokens, mask
 
     def read(self, start: int, end: int, *, tokens_needed: bool = True) -> TokenBatch:
         """Samples [start, end), item by item."""
@@ -257,3 +271,17 @@ def as_source(
         f"dataset: got {type(data).__name__}; expected a datasets.Dataset, a map-style torch "
         "Dataset, a (tokens, offsets) pair of arrays or an ArraySource"
     )
+
+
+def probe_digests(source: TokenSource, ids: list[int] | None = None) -> dict[str, str]:
+    """Digests of the non-padding tokens of samples `ids` (default: up to 32 evenly spread),
+    keyed by sample id: equal for equal samples whichever way they are stored (HF dataset,
+    torch dataset, flat arrays), so an index can be checked against the training data."""
+    if ids is None:
+        n = len(source)
+        ids = np.unique(np.linspace(0, n - 1, num=min(32, n), dtype=np.int64)).tolist()
+    out = {}
+    for i in ids:
+        tokens = np.asarray(source.read(int(i), int(i) + 1).tokens, dtype="<i8")
+        out[str(int(i))] = hashlib.sha256(tokens.tobytes()).hexdigest()[:16]
+    return out

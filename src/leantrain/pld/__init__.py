@@ -16,9 +16,11 @@ from leantrain.pld.surgery import (
     kept_layers,
     revert_progressive_layer_drop,
 )
+from leantrain.pld.technique import PLDTechnique
 
 __all__ = [
     "PLDConversion",
+    "PLDTechnique",
     "ProgressiveLayerDrop",
     "ProgressiveLayerDropMixin",
     "coin_seed",

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from leantrain.config import LeantrainConfig, ProgressiveLayerDropConfig, load_config
+from leantrain.config import ProgressiveLayerDropConfig, resolve
+from leantrain.config.resolve import validate_section
 from leantrain.errors import ConfigError, check_state_version
 
 __all__ = [
@@ -112,21 +113,10 @@ class ProgressiveLayerDrop:
         )
 
     @classmethod
-    def from_config(
-        cls, config: ProgressiveLayerDropConfig | Mapping[str, Any] | LeantrainConfig
-    ) -> ProgressiveLayerDrop:
-        """Build from the `progressive_layer_drop` section (typed, a dict, or a whole config)."""
-        if isinstance(config, LeantrainConfig):
-            section = config.progressive_layer_drop
-        elif isinstance(config, ProgressiveLayerDropConfig):
-            section = config
-        elif isinstance(config, Mapping):
-            section = _validate(config)
-        else:
-            raise ConfigError(
-                f"progressive_layer_drop: got {type(config).__name__}; expected a "
-                "ProgressiveLayerDropConfig, a dict section or a LeantrainConfig"
-            )
+    def from_config(cls, config: Any) -> ProgressiveLayerDrop:
+        """Build from the `progressive_layer_drop` section (typed or a dict) or a whole config
+        (a path, a dict or a `LeantrainConfig`); the section must be enabled."""
+        section = resolve(config, ProgressiveLayerDropConfig).section
         if not section.enabled:
             raise ConfigError(
                 "progressive_layer_drop.enabled: got false; set it to true to use progressive "
@@ -200,5 +190,5 @@ class ProgressiveLayerDrop:
 
 
 def _validate(section: Mapping[str, Any]) -> ProgressiveLayerDropConfig:
-    """Validate a section dict through the shared config layer (ConfigError with the key path)."""
-    return load_config({"progressive_layer_drop": dict(section)}).progressive_layer_drop
+    """Validate the section's values (ConfigError naming `progressive_layer_drop.<key>`)."""
+    return validate_section(ProgressiveLayerDropConfig, section, "progressive_layer_drop")

@@ -40,11 +40,13 @@ from leantrain.random_ltd.surgery import (
     RandomLTDConversion,
     RandomLTDMixin,
     convert_to_random_ltd,
+    converted_layer_ids,
     kept_indices,
     random_ltd_scheduler_of,
     remove_random_ltd_state_dict,
     revert_random_ltd,
 )
+from leantrain.random_ltd.technique import RandomLTDTechnique
 
 __all__ = [
     "KERNELS_ENV",
@@ -54,9 +56,11 @@ __all__ = [
     "RandomLTDConversion",
     "RandomLTDMixin",
     "RandomLTDScheduler",
+    "RandomLTDTechnique",
     "RoutingError",
     "TokenRoute",
     "convert_to_random_ltd",
+    "converted_layer_ids",
     "flat_token_index",
     "gather_alibi",
     "gather_mask",

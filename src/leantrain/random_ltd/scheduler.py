@@ -7,10 +7,12 @@ converted layers read at every forward and the training loop advances once per o
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from leantrain.config import LeantrainConfig, RandomLTDConfig, load_config
+from leantrain.accounting import TokenCounter
+from leantrain.config import RandomLTDConfig, resolve
 from leantrain.errors import ConfigError, LeantrainError, check_state_version
 
 __all__ = [
@@ -30,7 +32,7 @@ def reserved_length(
     """Tokens each converted layer keeps at global step `step` (`fixed_linear`, MSLG).
 
     r = floor((step / require_steps)·(max − min) + min), rounded down to a multiple of
-    `seq_per_step`, capped at `max_value`. Like newer DeepSpeed, r never falls below
+    `seq_per_step`, capped at `max_value`. Unlike DeepSpeed (leantrain's choice), r never falls below
     `min_value`: when rounding down would, it is rounded up to the next multiple instead
     (min 10, seq_per_step 8 gives 16, where the classic formula gave 8).
     """
@@ -60,31 +62,23 @@ def layer_tokens_per_step(
 def resolve_random_ltd_config(config: Any) -> RandomLTDConfig:
     """The validated `random_ltd` section from any accepted form, with a schedule present.
 
-    Accepts the section as a dict or `RandomLTDConfig`, a whole DeepSpeed config (dict with
-    `data_efficiency`, or `LeantrainConfig`, where random-LTD must be enabled), or a
+    Accepts the section as a dict or `RandomLTDConfig`, a whole DeepSpeed config (a path, a dict
+    with `data_efficiency`, or `LeantrainConfig`, where random-LTD must be enabled), or a
     `RandomLTDScheduler`.
     """
     if isinstance(config, RandomLTDScheduler):
         return config.config
-    if isinstance(config, Mapping) and "data_efficiency" in config:
-        config = load_config(config)
-    if isinstance(config, LeantrainConfig):
-        if not config.random_ltd_enabled:
-            raise ConfigError(
-                f"{_SECTION}: random-LTD is not enabled (data_efficiency.enabled, "
-                "data_routing.enabled and random_ltd.enabled must all be true)"
-            )
-        section = config.random_ltd
-    elif isinstance(config, RandomLTDConfig):
-        section = config
-    elif isinstance(config, Mapping):
-        wrapped = {"data_efficiency": {"data_routing": {"random_ltd": dict(config)}}}
-        section = load_config(wrapped).random_ltd
-    else:
+    resolved = resolve(
+        config,
+        RandomLTDConfig,
+        expected="a dict, RandomLTDConfig, LeantrainConfig or RandomLTDScheduler",
+    )
+    if resolved.config is not None and not resolved.config.random_ltd_enabled:
         raise ConfigError(
-            f"{_SECTION}: got {type(config).__name__}; expected a dict, RandomLTDConfig, "
-            "LeantrainConfig or RandomLTDScheduler"
+            f"{_SECTION}: random-LTD is not enabled (data_efficiency.enabled, "
+            "data_routing.enabled and random_ltd.enabled must all be true)"
         )
+    section = resolved.section
     if section.random_ltd_schedule is None:
         raise ConfigError(f"{_SECTION}.random_ltd_schedule: required (min_value, max_value, ...)")
     return section
@@ -95,10 +89,23 @@ class RandomLTDScheduler:
 
     Call `update_seq(global_step)` (DeepSpeed's name) or `step()` once per optimizer step,
     before the forward passes of that step; converted layers read `current_seq` at every
-    forward. Layer counts missing from the config are filled in by `convert_to_random_ltd`.
+    forward. Counting layer-tokens needs the layer counts and the global batch: from the keyword
+    arguments (as `leantrain.prepare` builds it, complete), else from the config's
+    `total_layer_num`, `random_ltd_layer_num` and `global_batch_size`; `convert_to_random_ltd`
+    fills in layer counts a scheduler was built without. With `counter` (the handle's), the
+    scheduler reads that one count instead of keeping DeepSpeed's own (which ignores PLD and
+    curriculum lengths), so its LR schedule and the training loop agree.
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(
+        self,
+        config: Any,
+        *,
+        total_layer_num: int | None = None,
+        random_ltd_layer_num: int | None = None,
+        global_batch_size: int | None = None,
+        counter: TokenCounter | None = None,
+    ) -> None:
         self.config = resolve_random_ltd_config(config)
         schedule = self.config.random_ltd_schedule
         assert schedule is not None  # resolve_random_ltd_config guarantees it
@@ -106,15 +113,18 @@ class RandomLTDScheduler:
         self.max_value = schedule.max_value
         self.require_steps = schedule.schedule_config.require_steps
         self.seq_per_step = schedule.schedule_config.seq_per_step
-        self.total_layer_num = self.config.total_layer_num
         ids = self.config.random_ltd_layer_id
+        self.total_layer_num = self.config.total_layer_num
         self.random_ltd_layer_num = (
             len(ids) if ids is not None else self.config.random_ltd_layer_num
         )
-        self.global_batch_size = self.config.global_batch_size
+        if total_layer_num is not None and random_ltd_layer_num is not None:
+            self.set_layer_counts(total_layer_num, random_ltd_layer_num)
+        self.global_batch_size = _global_batch(self.config.global_batch_size, global_batch_size)
         self.current_step = -1
         self.current_seq = self.reserved_length(0)
-        self._consumed = 0
+        self._counter = counter if counter is not None else TokenCounter()
+        self._counts = counter is None  # keeps DeepSpeed's count itself
 
     def reserved_length(self, step: int) -> int:
         """Reserved length at `step` under this schedule (pure; does not change the state)."""
@@ -173,8 +183,8 @@ class RandomLTDScheduler:
         if self.current_seq < self.max_value:
             self.current_seq = self.reserved_length(global_step)
         if global_step != self.current_step:
-            if not self._missing_counts():
-                self._consumed += self.layer_tokens_per_step(self.current_seq)
+            if self._counts and not self._missing_counts():
+                self._counter.layer_tokens += self.layer_tokens_per_step(self.current_seq)
             self.current_step = global_step
         return self.current_seq
 
@@ -190,9 +200,9 @@ class RandomLTDScheduler:
     def consumed_layer_tokens(self) -> int:
         """Layer-tokens consumed by the steps seen so far (drives the layer-token LR)."""
         missing = self._missing_counts()
-        if missing:
+        if self._counts and missing:
             raise ConfigError(f"{_SECTION}: counting layer-tokens needs {', '.join(missing)}")
-        return self._consumed
+        return int(self._counter.layer_tokens)
 
     def total_layer_tokens(self, train_iters: int) -> int:
         """Layer-tokens of a whole run of `train_iters` steps (pure, unlike DeepSpeed's)."""
@@ -201,8 +211,8 @@ class RandomLTDScheduler:
     def metrics(self) -> dict[str, int]:
         """Namespaced values to log each step."""
         out = {"random_ltd/reserved_length": self.current_seq}
-        if not self._missing_counts():
-            out["random_ltd/consumed_layer_tokens"] = self._consumed
+        if not (self._counts and self._missing_counts()):
+            out["random_ltd/consumed_layer_tokens"] = self.consumed_layer_tokens
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -211,7 +221,7 @@ class RandomLTDScheduler:
             "version": _STATE_VERSION,
             "current_step": self.current_step,
             "current_value": self.current_seq,
-            "consumed_layer_tokens": self._consumed,
+            "consumed_layer_tokens": int(self._counter.layer_tokens),
             "min_value": self.min_value,
             "max_value": self.max_value,
         }
@@ -227,4 +237,21 @@ class RandomLTDScheduler:
                 )
         self.current_step = int(state["current_step"])
         self.current_seq = int(state["current_value"])
-        self._consumed = int(state["consumed_layer_tokens"])
+        if self._counts:  # a shared counter is restored by its owner
+            self._counter.layer_tokens = float(state["consumed_layer_tokens"])
+
+
+def _global_batch(configured: int | None, real: int | None) -> int | None:
+    """The global batch to count layer-tokens with: the real one when known (DeepSpeed's engine
+    always uses it), warning when the config's `global_batch_size` disagrees."""
+    if real is None:
+        return configured
+    if configured is not None and configured != real:
+        warnings.warn(
+            f"{_SECTION}.global_batch_size: got {configured} in the config, but an optimizer "
+            f"step takes {real} samples (micro batch × accumulation × data-parallel ranks); "
+            f"layer-tokens are counted with {real}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return real

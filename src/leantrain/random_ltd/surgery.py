@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from leantrain.config import RandomLTDConfig
 from leantrain.errors import ConfigError
 from leantrain.models import BlockList, Route, find_block_list
 from leantrain.random_ltd.moe import attach_moe_aux_loss
@@ -25,7 +26,7 @@ from leantrain.random_ltd.routing import (
     route_argument,
     scatter_route,
 )
-from leantrain.random_ltd.scheduler import RandomLTDScheduler
+from leantrain.random_ltd.scheduler import RandomLTDScheduler, resolve_random_ltd_config
 from leantrain.random_ltd.selection import rank_key, sample_token_indices, token_validity
 from leantrain.surgery import (
     DepthCounter,
@@ -46,6 +47,7 @@ __all__ = [
     "RandomLTDConversion",
     "RandomLTDMixin",
     "convert_to_random_ltd",
+    "converted_layer_ids",
     "kept_indices",
     "random_ltd_scheduler_of",
     "remove_random_ltd_state_dict",
@@ -273,29 +275,6 @@ class RandomLTDMixin(nn.Module):
         )
 
 
-def _layer_ids(cfg: Any, found: BlockList, section: str) -> tuple[int, ...]:
-    """The configured (or default: all but the first and last) layer ids, checked."""
-    num_layers = len(found)
-    if cfg.total_layer_num is not None and cfg.total_layer_num != num_layers:
-        raise ConfigError(
-            f"{section}.total_layer_num: got {cfg.total_layer_num}; {found.path} has "
-            f"{num_layers} blocks"
-        )
-    ids = cfg.random_ltd_layer_id
-    layer_ids = tuple(ids) if ids is not None else tuple(range(1, num_layers - 1))
-    bad = [i for i in layer_ids if not 0 <= i < num_layers]
-    if bad:
-        raise ConfigError(
-            f"{section}.random_ltd_layer_id: {bad} out of range for {num_layers} blocks"
-        )
-    if not layer_ids:
-        raise SurgeryError(
-            f"random-LTD: no layers to convert in {found.path} ({num_layers} blocks); "
-            "set random_ltd_layer_id"
-        )
-    return layer_ids
-
-
 def _family_name(found: BlockList) -> str:
     """The model type named in messages ("custom blocks" without a registered family)."""
     if found.family is None:
@@ -342,11 +321,17 @@ def convert_to_random_ltd(
     ensure_plain_model(model, "random-LTD")
     if TECHNIQUE in conversions(model):
         raise SurgeryError("the model is already converted by random_ltd; revert it first")
-    scheduler = config if isinstance(config, RandomLTDScheduler) else RandomLTDScheduler(config)
-    cfg = scheduler.config
-    section = "data_efficiency.data_routing.random_ltd"
+    cfg = resolve_random_ltd_config(config)
     found = find_block_list(model, layers)
-    layer_ids = _layer_ids(cfg, found, section)
+    layer_ids = converted_layer_ids(cfg, found)
+    if isinstance(config, RandomLTDScheduler):
+        scheduler = config
+        scheduler.set_layer_counts(len(found), len(layer_ids))  # checks, or fills counts left out
+    else:
+        scheduler = RandomLTDScheduler(
+            cfg, total_layer_num=len(found), random_ltd_layer_num=len(layer_ids)
+        )
+    section = "data_efficiency.data_routing.random_ltd"
     _check_stack(found, cfg, layer_ids, section)
     stack, family = found.stack, found.family
     mask_arg = cfg.model_mask_name or (stack.mask_arg if stack else None)
@@ -388,7 +373,6 @@ def convert_to_random_ltd(
     if family is not None and family.moe is not None:
         moe = attach_moe_aux_loss(model, found, dict(plans), family.moe)
         hooks += [moe] if moe else []
-    scheduler.set_layer_counts(len(found), len(layer_ids))
     record = RandomLTDConversion(
         found.path, layer_ids, scheduler, tuple(p for _, p in plans), tuple(by_block), tuple(hooks)
     )
@@ -397,6 +381,29 @@ def convert_to_random_ltd(
         add_mixin(block, RandomLTDMixin)
         block.__dict__[_PLAN_ATTR] = plan
     return model
+
+
+def converted_layer_ids(section: RandomLTDConfig, blocks: BlockList) -> tuple[int, ...]:
+    """The blocks random-LTD converts: `random_ltd_layer_id`, else all but the first and last,
+    checked against the block list."""
+    num_layers = len(blocks)
+    key = "data_efficiency.data_routing.random_ltd"
+    if section.total_layer_num is not None and section.total_layer_num != num_layers:
+        raise ConfigError(
+            f"{key}.total_layer_num: got {section.total_layer_num}; {blocks.path} has "
+            f"{num_layers} blocks"
+        )
+    ids = section.random_ltd_layer_id
+    layer_ids = tuple(ids) if ids is not None else tuple(range(1, num_layers - 1))
+    bad = [i for i in layer_ids if not 0 <= i < num_layers]
+    if bad:
+        raise ConfigError(f"{key}.random_ltd_layer_id: {bad} out of range for {num_layers} blocks")
+    if not layer_ids:
+        raise SurgeryError(
+            f"random-LTD: no layers to convert in {blocks.path} ({num_layers} blocks); "
+            "set random_ltd_layer_id"
+        )
+    return layer_ids
 
 
 def revert_random_ltd(model: nn.Module) -> nn.Module:

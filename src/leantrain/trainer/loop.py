@@ -1,7 +1,7 @@
 """The reference training loop: config → setup → loop → teardown, in plain PyTorch.
 
 `train(recipe)` builds the recipe's Hugging Face model and data, hands both to
-`leantrain.prepare` (which applies PLD / curriculum / random-LTD as configured), wraps the model
+`leantrain.prepare` (which applies the techniques the recipe configures), wraps the model
 for data parallelism under `torchrun`, and runs AdamW with gradient accumulation, bf16 autocast
 where the device supports it, an LR that is a pure function of the step (or of consumed
 layer-tokens), evaluation at intervals, TensorBoard + `metrics.csv` logs and atomic checkpoints.
@@ -28,8 +28,8 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedModel
 
-import leantrain
-from leantrain.errors import ConfigError
+from leantrain.adopt import LeantrainHandle, prepare
+from leantrain.errors import ConfigError, LeantrainError
 from leantrain.models import family_of_type, find_stacks
 from leantrain.trainer.checkpoint import (
     full_model_state,
@@ -45,7 +45,8 @@ __all__ = ["METRIC_COLUMNS", "StepEvent", "build_model", "evaluate", "train"]
 
 logger = logging.getLogger(__name__)
 
-#: Columns of metrics.csv before the task's eval metrics (`eval/<name>`).
+#: The trainer's own columns of metrics.csv; each technique's (`Technique.columns`) follow, then
+#: `tokens/effective_seqlen`, `eval/loss` and the task's eval metrics (`eval/<name>`).
 METRIC_COLUMNS = (
     "step",
     "wall_s",
@@ -55,11 +56,6 @@ METRIC_COLUMNS = (
     "tokens",
     "layer_tokens",
     "tokens_per_s",
-    "pld/theta",
-    "random_ltd/reserved_length",
-    "curriculum/difficulty",
-    "tokens/effective_seqlen",
-    "eval/loss",
 )
 
 _AUTO_CLASSES = {
@@ -155,8 +151,11 @@ def _init_distributed(recipe: Recipe) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def _wrap(model: nn.Module, recipe: Recipe, device: torch.device, world: int) -> nn.Module:
-    """DDP (finding unused parameters when PLD skips blocks) or FSDP2, per the recipe."""
+def _wrap(
+    model: nn.Module, recipe: Recipe, device: torch.device, world: int, handle: LeantrainHandle
+) -> nn.Module:
+    """DDP (finding unused parameters when a technique leaves some without a gradient, as PLD
+    does) or FSDP2, per the recipe."""
     if world == 1:
         return model
     if recipe.parallel == "fsdp":
@@ -169,7 +168,7 @@ def _wrap(model: nn.Module, recipe: Recipe, device: torch.device, world: int) ->
         return model
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=ids, find_unused_parameters=recipe.config.pld_enabled
+        model, device_ids=ids, find_unused_parameters=handle.requirements.find_unused_parameters
     )
 
 
@@ -204,22 +203,14 @@ def _seq_length(recipe: Recipe, model: nn.Module) -> int | None:
     return None
 
 
-def _lr(recipe: Recipe, step: int, layer_tokens: float) -> float:
-    """This step's LR, a pure function of the step or of the consumed layer-tokens (the
-    handle's count: random-LTD's reserved lengths, and PLD's skipped blocks when it is on)."""
+def _lr(recipe: Recipe, step: int, handle: LeantrainHandle) -> float:
+    """This step's LR, a pure function of the step, or (`optim.decay: layer_tokens`) of the
+    technique that schedules the LR (random-LTD's, by the handle's consumed layer-tokens)."""
     o = recipe.optim
     if o.decay == "layer_tokens":
-        from leantrain.random_ltd import layer_token_lr_multiplier
-
-        lt = recipe.config.random_ltd.layer_token_lr_schedule
-        assert lt.total_layer_tokens is not None  # checked when the recipe loaded
-        return o.lr * layer_token_lr_multiplier(
-            int(layer_tokens),
-            total_layer_tokens=lt.total_layer_tokens,
-            warmup_layer_tokens=lt.warmup_layer_tokens,
-            warmup_type=lt.warmup_type,
-            min_ratio=o.min_lr_ratio,
-        )
+        factor = handle.lr_multiplier(min_ratio=o.min_lr_ratio)
+        assert factor is not None  # checked when the recipe loaded
+        return o.lr * factor
     return lr_at_step(
         step,
         peak=o.lr,
@@ -238,7 +229,7 @@ def _batches(loader: Any) -> Iterator[Batch]:
             empty = False
             yield batch
         if empty:
-            raise leantrain.LeantrainError("the training data loader yielded no batches")
+            raise LeantrainError("the training data loader yielded no batches")
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
@@ -348,7 +339,7 @@ def train(
     data = build_task_data(recipe)
     model = build_model(recipe, data).to(device)
     opt = recipe.optim
-    handle = leantrain.prepare(
+    handle = prepare(
         model,
         recipe.config,
         data.train,
@@ -359,7 +350,7 @@ def train(
         world_size=world,
         seq_length=_seq_length(recipe, model),
     )
-    wrapped = _wrap(model, recipe, device, world)
+    wrapped = _wrap(model, recipe, device, world, handle)
     optimizer = _optimizer(wrapped, recipe)
     torch.manual_seed(recipe.seed + rank)  # dropout differs between ranks
     random.seed(recipe.seed + rank)
@@ -383,7 +374,14 @@ def train(
         generator=torch.Generator().manual_seed(recipe.seed),  # not the global RNG
     )
     batches = _batches(loader)
-    columns = [*METRIC_COLUMNS, *(f"eval/{m}" for m in data.metric_names)]
+    symbols = handle.columns()
+    columns = [
+        *METRIC_COLUMNS,
+        *symbols,
+        "tokens/effective_seqlen",
+        "eval/loss",
+        *(f"eval/{m}" for m in data.metric_names),
+    ]
     log = _MetricsLog(out, columns, step, enabled=rank == 0)
     autocast = _autocast(recipe, device)
     ddp = isinstance(wrapped, nn.parallel.DistributedDataParallel)
@@ -411,13 +409,13 @@ def train(
     reached = False
     while step < last:
         t0 = time.perf_counter()
-        lr = _lr(recipe, step, handle.metrics()["tokens/layer_tokens"])
+        lr = _lr(recipe, step, handle)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=device)
         seen: list[Batch] = []
         for micro in range(opt.grad_accum):
-            batch = next(batches)  # already truncated by the curriculum for this step
+            batch = next(batches)  # already post-processed by the techniques for this step
             if data.transform is not None:
                 batch = data.transform(batch, gen, True)
             seen.append(batch)
@@ -433,7 +431,7 @@ def train(
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        schedules = handle.metrics()  # θ, r, d as this step used them
+        schedules = handle.metrics()  # the schedule values this step used
         counted = handle.step()
         step += 1
         if world > 1:
@@ -464,7 +462,7 @@ def train(
         if on_step is not None:
             on_step(StepEvent(step, loss_value, wrapped, seen, row))
         bar.update(1)
-        bar.set_postfix(_postfix(row), refresh=False)
+        bar.set_postfix(_postfix(row, symbols), refresh=False)
         if recipe.checkpoint_interval and step % recipe.checkpoint_interval == 0:
             checkpoint()
         if reached:  # eval.stop_at_loss: the run is done, as at max_steps
@@ -498,14 +496,11 @@ def _reached(recipe: Recipe, row: dict[str, float], world: int, device: torch.de
     return hit
 
 
-def _postfix(row: dict[str, float]) -> dict[str, str]:
-    """Progress-bar fields: loss, tokens/s and whichever schedules are on."""
+def _postfix(row: dict[str, float], symbols: dict[str, str]) -> dict[str, str]:
+    """Progress-bar fields: loss, tokens/s and each technique's schedule values (`symbols`:
+    metric key -> short name)."""
     shown = {"loss": f"{row['loss']:.4f}", "tok/s": f"{row['tokens_per_s']:.0f}"}
-    for key, name in (
-        ("pld/theta", "θ"),
-        ("random_ltd/reserved_length", "r"),
-        ("curriculum/difficulty", "d"),
-    ):
+    for key, name in symbols.items():
         if key in row:
             shown[name] = f"{row[key]:.3g}"
     return shown

@@ -19,7 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from leantrain.config import SECTIONS, LeantrainConfig, load_config
+from leantrain.adopt.compose import TECHNIQUES, config_keys, enabled_techniques
+from leantrain.config import LeantrainConfig, load_config
 from leantrain.errors import ConfigError
 
 __all__ = [
@@ -242,7 +243,7 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str | Path | None = Non
     """Validate a recipe given as a dict; `source` names the file in error messages."""
     origin = f"{source}: " if source is not None else ""
     data = dict(data)
-    sections = {k: data.pop(k) for k in SECTIONS if k in data}
+    sections = {k: data.pop(k) for k in config_keys() if k in data}
     try:
         config = load_config(sections)
     except ConfigError as err:
@@ -252,12 +253,13 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str | Path | None = Non
     except ValidationError as err:
         raise ConfigError(origin + _describe(err)) from None
     recipe._config = config
-    if recipe.optim.decay == "layer_tokens" and not (
-        config.random_ltd_enabled and config.random_ltd.layer_token_lr_schedule.enabled
+    if recipe.optim.decay == "layer_tokens" and not any(
+        t.schedules_lr(config) for t in enabled_techniques(config)
     ):
+        keys = [t.lr_schedule_key for t in TECHNIQUES if t.lr_schedule_key is not None]
         raise ConfigError(
-            f"{origin}optim.decay: 'layer_tokens' needs data_efficiency.data_routing.random_ltd."
-            "layer_token_lr_schedule enabled (with total_layer_tokens)"
+            f"{origin}optim.decay: 'layer_tokens' needs {' or '.join(keys)} enabled (and the "
+            "technique it belongs to)"
         )
     recipe._source = Path(source) if source is not None else None
     _check_files(recipe, origin)
@@ -358,4 +360,4 @@ def _keys_at(path: list[str]) -> list[str]:
             return []
         model = field.annotation
     names = list(getattr(model, "model_fields", {}))
-    return [*names, *SECTIONS] if not path else names
+    return [*names, *config_keys()] if not path else names
