@@ -119,3 +119,25 @@ def test_trainer_family_and_prepare_without_layers(case: ModelCase, tmp_path: Pa
         handle.step()
     handle.revert()
     assert not conversions(model)
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.id) for c in CASES if c.task == "seq2seq" and not c.ltd_layers]
+)
+def test_prepare_summary_counts_the_blocks_of_every_stack(case: ModelCase) -> None:
+    """PLD through `prepare` converts encoder and decoder; its summary names both stacks with
+    their own block counts. With `layers=`, PLD converts (and names) only that stack."""
+    config = {"progressive_layer_drop": {"enabled": True, "theta": 0.5, "gamma": 0.1}}
+    model = build(case)
+    stacks = find_stacks(model)
+    assert len(stacks) == 2
+    handle = leantrain.prepare(model, config)
+    expected = " and ".join(f"the {len(s)} blocks of {s.path}" for s in stacks)
+    assert f"{expected} skipped" in repr(handle)
+    handle.revert()
+    decoder = stacks[1]
+    handle = leantrain.prepare(model, config, layers=decoder.path)
+    assert [s.path for s in conversions(model)["pld"].stacks] == [decoder.path]
+    assert f"the {len(decoder)} blocks of {decoder.path} skipped" in repr(handle)
+    assert stacks[0].path not in repr(handle)
+    handle.revert()

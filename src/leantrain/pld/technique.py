@@ -9,7 +9,7 @@ from torch import nn
 
 from leantrain.accounting import StepShape
 from leantrain.config import LeantrainConfig
-from leantrain.models import BlockList
+from leantrain.models import BlockList, find_stacks
 from leantrain.pld.schedule import ProgressiveLayerDrop, expected_keep_fraction, pld_theta
 from leantrain.pld.surgery import convert_to_progressive_layer_drop, revert_progressive_layer_drop
 from leantrain.technique import Requirements, Setup, Technique
@@ -37,6 +37,8 @@ class PLDTechnique(Technique):
         self.schedule = schedule
         self.blocks = blocks
         self.layers = layers
+        #: The converted stacks (known once applied; until then the first).
+        self.stacks: tuple[BlockList, ...] = (blocks,)
 
     @classmethod
     def enabled(cls, config: LeantrainConfig) -> bool:
@@ -81,15 +83,18 @@ class PLDTechnique(Technique):
         return self.schedule
 
     def summary(self) -> str:
-        """θ̄, γ and the blocks."""
+        """θ̄, γ and the blocks of each stack."""
         s = self.schedule
+        stacks = " and ".join(f"the {len(b)} blocks of {b.path}" for b in self.stacks)
+        each = " within each stack" if len(self.stacks) > 1 else ""
         return (
-            f"PLD: θ̄={s.theta:g} γ={s.gamma:g}, the {len(self.blocks)} blocks of "
-            f"{self.blocks.path} skipped with a depth-scaled probability"
+            f"PLD: θ̄={s.theta:g} γ={s.gamma:g}, {stacks} skipped with a depth-scaled "
+            f"probability{each}"
         )
 
     def apply(self, model: nn.Module) -> None:
         """Make every block skippable: of every stack (encoder and decoder), or of `layers`."""
+        self.stacks = find_stacks(model, self.layers)
         convert_to_progressive_layer_drop(model, self.schedule, layers=self.layers)
 
     def revert(self, model: nn.Module) -> None:
