@@ -10,8 +10,9 @@ depend on the machine's load.
 
     python benchmarks/demo_sweep.py --tries m8x96:default,m8x96:theta75 --work runs/demo_sweep
 
-appends one row per (try, leantrain budget) to `benchmarks/results/demo_sweep.md` (and every
-run's numbers to `demo_sweep.json` beside it). Runs already done in --work are reused.
+appends one row per (try, leantrain budget) to `benchmarks/results/demo_sweep.md` (and the
+try's numbers to `demo_sweep/<model>_<technique>.json` beside it). Runs already done in --work
+are reused.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ MODELS: dict[str, list[str]] = {
         "model.config.n_layer=8",
         "model.config.n_embd=96",
         "optim.micro_batch_size=8",
+    ],
+    "m8x96b8lr1": [
+        "model.config.n_layer=8",
+        "model.config.n_embd=96",
+        "optim.micro_batch_size=8",
+        "optim.lr=1e-3",
+    ],
+    "m8x96b8lr3": [
+        "model.config.n_layer=8",
+        "model.config.n_embd=96",
+        "optim.micro_batch_size=8",
+        "optim.lr=3e-3",
     ],
     "m12x64b8": [
         "model.config.n_layer=12",
@@ -156,7 +169,7 @@ def main() -> int:
     base = [int(x) for x in args.baseline_budgets.split(",")]
     lt = [int(x) for x in args.leantrain_budgets.split(",")]
     OUT.mkdir(parents=True, exist_ok=True)
-    md, js = OUT / "demo_sweep.md", OUT / "demo_sweep.json"
+    md = OUT / "demo_sweep.md"
     if not md.exists():
         md.write_text(
             "| model | technique | leantrain steps | selection loss ± SE | speed-up layer-tokens"
@@ -177,9 +190,9 @@ def main() -> int:
                     f"{r['se']:.4f} | {sp['layer_tokens']} | {sp['flops']} | {sp['seconds']} | "
                     f"{losses} | {load} | {_commit()} |\n"
                 )
-        old = json.loads(js.read_text()) if js.exists() else []
-        clean = json.loads(json.dumps(rows, default=str).replace("NaN", "null"))
-        js.write_text(json.dumps([*old, *clean], indent=1) + "\n")
+        js = OUT / "demo_sweep" / f"{model}_{technique or 'default'}.json"
+        js.parent.mkdir(exist_ok=True)
+        js.write_text(json.dumps(rows, indent=1, default=str).replace("NaN", "null") + "\n")
         print(f"{item}: " + "; ".join(f"{r['steps']}: {r['speedups']}" for r in rows), flush=True)
     return 0
 
