@@ -14,7 +14,8 @@ on WikiText-2 at equal quality, then GLUE fine-tuning from both arms at equal pr
    their budgets, each with its own schedule, scored on the whole test split, frontiers on
    seconds, layer-tokens and FLOPs. The PLD arms' budgets include the step count whose FLOPs
    (analytic, from the schedules) equal the baseline's largest run: the equal-cost pair.
-3. Fine-tuning. From the baseline's largest run and each technique arm's equal-cost run:
+3. Fine-tuning. From the baseline's largest run and the equal-cost run of each arm named by
+   `--glue-arms` (default baseline and pld):
    SST-2, MRPC and RTE (`recipes/glue_*.yaml`; the same steps, batch and LR for every model,
    several seeds), official dev metrics (accuracy; F1 and accuracy; accuracy).
 
@@ -68,7 +69,7 @@ class Scale:
     heads: int
     batch: int
     lr: float
-    #: baseline budgets; the PLD arms run these and the baseline-largest equal-cost count
+    #: baseline budgets; the technique arms run these and the equal-cost count of the largest
     budgets: tuple[int, ...]
     #: θ falls to 0.5 with γ = gamma_runs / steps (the paper's θ reaches θ̄ early in the run)
     gamma_runs: float
@@ -90,7 +91,7 @@ SCALES = {
         heads=4,
         batch=32,
         lr=1e-3,
-        budgets=(200, 400),
+        budgets=(150, 300),
         gamma_runs=10.0,
         ltd_min=64,
         glue_steps={"sst2": 400, "mrpc": 300, "rte": 200},
@@ -284,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "bert_pld")
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--glue-arms", default="baseline,pld", help="arms whose equal-cost model is fine-tuned"
+    )
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
     if args.threads:
@@ -301,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.set_verbosity_error()  # no load report per fine-tuned model
     hf_logging.disable_progress_bar()
-    out: Path = args.output_dir
+    out: Path = args.output_dir.resolve()
     vocab_dir = reduced_vocab(
         root / "tokenizers/bert-base-uncased/vocab.txt",
         [root / "lm/wikitext-2/wiki.valid.tokens"],
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         output_dir=out / "mlm",
         title="Pre-LN BERT MLM on WikiText-2: PLD and PLD + random-LTD",
     )
-    models = {BASELINE: top, **pair}
+    models = {a: s for a, s in {BASELINE: top, **pair}.items() if a in args.glue_arms.split(",")}
     by_run = {(r.arm, r.steps): r for r in analysis.results}
     glue: dict[str, dict[str, list[dict[str, float]]]] = {}
     for arm, steps in models.items():
@@ -332,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 glue.setdefault(arm, {}).setdefault(task, []).append(m)
                 print(f"  {arm} {task} seed {seed}: {m}", flush=True)
     text = report(analysis, models, by_run, glue, scale, args)
+    text += "\n\nPre-training (compare):\n\n" + (out / "mlm" / "compare.md").read_text()
     (out / "bert_pld.md").write_text(text)
     (out / "bert_pld.json").write_text(
         json.dumps({"models": models, "glue": glue}, indent=1, default=str) + "\n"
@@ -388,7 +393,7 @@ def report(
 
 
 def _argv(args: argparse.Namespace) -> list[str]:
-    out = ["--scale", args.scale]
+    out = ["--scale", args.scale, "--glue-arms", args.glue_arms]
     if args.threads:
         out += ["--threads", str(args.threads)]
     return out

@@ -40,6 +40,7 @@ def test_smoke_scale_pretrains_every_arm_and_fine_tunes_at_equal_cost(
     threads = torch.get_num_threads()
     try:
         argv = ["--scale", "smoke", "--output-dir", str(tmp_path), "--data-root", str(shared_data)]
+        argv += ["--glue-arms", "baseline,pld,pld+ltd"]
         assert script.main(argv) == 0
     finally:
         torch.set_num_threads(threads)

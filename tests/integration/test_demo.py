@@ -32,7 +32,7 @@ def test_demo_recipe_holds_all_three_and_its_baseline_none() -> None:
 def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--quick", "--output-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "leantrain vs baseline at equal validation loss:" in out
+    assert "leantrain vs baseline at equal validation loss, speed-up over its 2 budgets" in out
     assert "| leantrain | 4 |" in out and "| baseline | 2 |" in out
     assert (tmp_path / "frontiers.png").read_bytes()[:4] == b"\x89PNG"
     with (tmp_path / "compare.csv").open(newline="") as f:

@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 
+#: Cost axes in the order tables show them.
+_ORDER = ("layer_tokens", "flops", "seconds")
+
+
 def _point(r: RunResult, cost: str) -> Point:
     se = r.se if math.isfinite(r.se) else 0.0
     return Point(r.cost(cost), r.loss, se, f"{r.arm}@{r.steps}")
@@ -63,40 +67,32 @@ def analyse(results: Sequence[RunResult], arms: Sequence[str], *, z: float = 1.0
 
 
 def _range(values: Sequence[SpeedUp]) -> str:
-    """'1.52-1.71x' over the points the frontier brackets; the rest said as such."""
+    """'1.52-1.71x' over the interpolated points, then each other point said as what it is."""
     inside = [s.value for s in values if s.status is Status.INTERPOLATED]
-    notes = []
-    n_out = sum(s.status is Status.NOT_REACHED for s in values)
-    n_ext = sum(s.status is Status.EXTRAPOLATED for s in values)
-    if n_out:
-        notes.append(f"{n_out} beyond the baseline's best loss")
-    if n_ext:
-        notes.append(f"{n_ext} extrapolated")
-    if not inside:
-        text = "n/a"
-    elif min(inside) == max(inside):
-        text = f"{min(inside):.2f}x"
-    else:
-        text = f"{min(inside):.2f}-{max(inside):.2f}x"
-    return text + (f" ({', '.join(notes)})" if notes else "")
+    parts = []
+    if inside:
+        lo, hi = min(inside), max(inside)
+        parts.append(f"{lo:.2f}x" if lo == hi else f"{lo:.2f}-{hi:.2f}x")
+    for s in values:
+        if s.status is Status.NOT_REACHED:
+            parts.append(f"> {s.value:.2f}x (beyond the baseline's best loss)")
+        elif s.status is Status.EXTRAPOLATED:
+            bound = "< " if s.bound == "upper" else "~"
+            parts.append(f"{bound}{s.value:.2f}x (extrapolated)")
+    return ", ".join(parts) or "n/a"
 
 
 def headline(analysis: Analysis, arm: str | None = None) -> str:
-    """One line: the arm's equal-quality speed-up on each cost and where it is ahead."""
+    """One line: the arm's equal-quality speed-ups on each cost and where it is ahead."""
     if arm is None:
         others = [a for a in analysis.arms if a != BASELINE]
         arm = LEANTRAIN if LEANTRAIN in others else others[0]
-    mine = {k: v for k, v in analysis.speedups.items() if k[0] == arm}
-    ahead = sum(v["layer_tokens"].ahead for v in mine.values())
-    parts = [
-        f"{_range([v[c] for v in mine.values()])} fewer {COSTS[c]}"
-        if c != "seconds"
-        else f"{_range([v[c] for v in mine.values()])} less training time"
-        for c in ("layer_tokens", "flops", "seconds")
-    ]
+    mine = [v for k, v in sorted(analysis.speedups.items()) if k[0] == arm]
+    ahead = sum(v["flops"].ahead for v in mine)
+    parts = "; ".join(f"{COSTS[c]} {_range([v[c] for v in mine])}" for c in _ORDER)
     return (
-        f"{arm} vs {BASELINE} at equal validation loss: " + ", ".join(parts) + f"; below the "
-        f"baseline's layer-token frontier at {ahead} of {len(mine)} budgets"
+        f"{arm} vs {BASELINE} at equal validation loss, speed-up over its {len(mine)} budgets: "
+        f"{parts}; below the baseline's FLOP frontier at {ahead} of {len(mine)} budgets"
     )
 
 
@@ -111,7 +107,7 @@ def _fmt_cost(value: float, cost: str) -> str:
 def format_table(analysis: Analysis) -> str:
     """A Markdown table: every run, its costs, loss ± SE, and its speed-ups with intervals."""
     header = ["arm", "steps", "eval loss ± SE", "train s", "layer-tokens", "FLOPs"]
-    header += [f"speed-up ({COSTS[c]})" for c in ("layer_tokens", "flops", "seconds")]
+    header += [f"speed-up ({COSTS[c]})" for c in _ORDER]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in sorted(analysis.results, key=lambda r: (analysis.arms.index(r.arm), r.steps)):
         s = analysis.speedups.get((r.arm, r.steps))
@@ -120,7 +116,7 @@ def format_table(analysis: Analysis) -> str:
             str(r.steps),
             f"{r.loss:.4f} ± {r.se:.4f}" if math.isfinite(r.se) else f"{r.loss:.4f}",
             *(_fmt_cost(r.cost(c), c) for c in ("seconds", "layer_tokens", "flops")),
-            *(s[c].describe() if s else "-" for c in ("layer_tokens", "flops", "seconds")),
+            *(s[c].describe() if s else "-" for c in _ORDER),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -193,7 +189,7 @@ def plot_frontiers(analysis: Analysis, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    costs = ("layer_tokens", "flops", "seconds")
+    costs = _ORDER
     fig, axes = plt.subplots(1, len(costs), figsize=(5.2 * len(costs), 4.4), sharey=True)
     for ax, cost in zip(axes, costs, strict=True):
         for i, arm in enumerate(analysis.arms):
@@ -213,7 +209,7 @@ def plot_frontiers(analysis: Analysis, path: Path, title: str) -> Path:
                     capsize=3,
                 )
         ax.set_xscale("log")
-        ax.set_xlabel(COSTS[cost] + (" (under this machine's load)" if cost == "seconds" else ""))
+        ax.set_xlabel(COSTS[cost])
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("validation loss (whole split) ± SE")
     axes[0].legend(fontsize=8)
