@@ -2,13 +2,14 @@
 
 Runs `leantrain compare` on the demo's recipe (`leantrain.demo.demo_raw`) with the arms
 baseline, pld, cl, ltd, cl+ltd, pld+cl, pld+ltd and leantrain (all three), every arm at the
-demo's budgets with its own complete schedule and scored on the whole validation split; each
+demo's budgets (`leantrain.demo.arm_budgets`) with its own complete schedule and scored on the
+whole validation split; each
 arm gets its own frontier in `frontiers.png`. Then prints, per arm, its speed-up range on each
 cost against the baseline's frontier and whether it pays at this scale (every budget below the
 baseline's frontier in FLOPs), as a Markdown table for `benchmarks/RESULTS.md`.
 
     python benchmarks/ablations.py                      # ~35 min on 2 quiet CPU cores
-    python benchmarks/ablations.py --output-dir runs/demo   # reuse the demo's two arms
+    python benchmarks/ablations.py --output-dir runs/demo   # reuse the demo's runs
 
 Finished runs in the output folder are reused (`leantrain compare` semantics).
 """
@@ -24,7 +25,7 @@ from leantrain.compare.cli import compare
 from leantrain.compare.frontier import SpeedUp, Status
 from leantrain.compare.runner import COSTS
 from leantrain.compare.summary import Analysis
-from leantrain.demo import BUDGETS, demo_raw
+from leantrain.demo import BUDGETS, arm_budgets, demo_raw
 
 ARMS = [BASELINE, "pld", "cl", "ltd", "cl+ltd", "pld+cl", "pld+ltd", "leantrain"]
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +83,7 @@ def main() -> int:
         demo_raw(),
         source="leantrain demo (ablations)",
         arms=arms,
-        budgets=dict.fromkeys(arms, budgets),
+        budgets=arm_budgets(arms, budgets),
         output_dir=args.output_dir,
         title="leantrain demo workload: each technique, each pair, all three",
     )

@@ -34,8 +34,8 @@ OUT = REPO / "benchmarks" / "results"
 
 #: Model settings: overrides of the demo recipe shared by both arms (their baselines are shared).
 MODELS: dict[str, list[str]] = {
-    "m4x128": ["model.config.n_layer=4", "model.config.n_embd=128"],
-    "m8x64": ["model.config.n_layer=8", "model.config.n_embd=64"],
+    "m4x128": ["model.config.n_layer=4", "model.config.n_embd=128", "optim.micro_batch_size=16"],
+    "m8x64": ["model.config.n_layer=8", "model.config.n_embd=64", "optim.micro_batch_size=16"],
     "m8x96b8": [
         "model.config.n_layer=8",
         "model.config.n_embd=96",
@@ -63,7 +63,15 @@ MODELS: dict[str, list[str]] = {
 _LTD = "data_efficiency.data_routing.random_ltd"
 _CL = "curriculum_learning"
 
-#: Technique settings: overrides of the leantrain arm only (stated for REFERENCE_STEPS steps).
+#: The sweep's starting point ("default"): θ̄ 0.5 with γ = 6/T, sequence length 64 -> 256 over
+#: 40% of the run, random-LTD 64 -> 256 over the whole run (the demo now uses ltd32_cl20pct).
+START = [
+    f"{_CL}.schedule_config.total_curriculum_step={int(0.4 * REFERENCE_STEPS)}",
+    f"{_LTD}.random_ltd_schedule.min_value=64",
+]
+
+#: Technique settings: changes from START, for the leantrain arm only (stated for
+#: REFERENCE_STEPS steps).
 TECHNIQUES: dict[str, list[str]] = {
     "default": [],
     "theta75": ["progressive_layer_drop.theta=0.75"],
@@ -74,6 +82,14 @@ TECHNIQUES: dict[str, list[str]] = {
     "cl20pct": [f"{_CL}.schedule_config.total_curriculum_step={int(0.2 * REFERENCE_STEPS)}"],
     "ltd32": [f"{_LTD}.random_ltd_schedule.min_value=32"],
     "ltd128": [f"{_LTD}.random_ltd_schedule.min_value=128"],
+    "ltd32_theta60": [
+        f"{_LTD}.random_ltd_schedule.min_value=32",
+        "progressive_layer_drop.theta=0.6",
+    ],
+    "ltd32_cl20pct": [
+        f"{_LTD}.random_ltd_schedule.min_value=32",
+        f"{_CL}.schedule_config.total_curriculum_step={int(0.2 * REFERENCE_STEPS)}",
+    ],
     "ltd70pct": [
         f"{_LTD}.random_ltd_schedule.schedule_config.require_steps={int(0.7 * REFERENCE_STEPS)}"
     ],
@@ -96,7 +112,8 @@ def _raw(model: str, technique: str) -> dict[str, Any]:
         f"{_LTD}.random_ltd_layer_num={len(ltd_ids)}",
         f"{_LTD}.total_layer_num={layers}",
     ]
-    return apply_overrides(demo_raw(), [*MODELS[model], *fit, *TECHNIQUES[technique]])
+    sets = ["optim.micro_batch_size=16", *MODELS[model], *fit, *START, *TECHNIQUES[technique]]
+    return apply_overrides(demo_raw(), sets)
 
 
 def run_try(

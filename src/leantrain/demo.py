@@ -23,10 +23,19 @@ from leantrain.compare.arms import BASELINE, LEANTRAIN, budgets_from
 from leantrain.compare.cli import QUICK, QUICK_BUDGETS, compare
 from leantrain.trainer.recipe import apply_overrides
 
-__all__ = ["BUDGETS", "MODEL", "REFERENCE_STEPS", "add_arguments", "demo_raw", "run"]
+__all__ = [
+    "BUDGETS",
+    "MODEL",
+    "REFERENCE_STEPS",
+    "add_arguments",
+    "arm_budgets",
+    "demo_raw",
+    "run",
+]
 
-#: The small GPT: deep and narrow, so that dropping a block costs little (see RESULTS.md's
-#: sweep); byte-level over 256-byte contexts.
+#: The small GPT: deep and narrow (8 blocks of width 96, ~0.9M parameters), so that skipping a
+#: block costs little; byte-level over 256-byte contexts. Chosen, with the technique settings
+#: below, by `benchmarks/demo_sweep.py` on a selection split (benchmarks/RESULTS.md).
 MODEL: dict[str, Any] = {
     "n_layer": 8,
     "n_embd": 96,
@@ -40,7 +49,7 @@ SEQ_LEN = 256
 #: The schedules below are written for a run of this many steps; `compare` scales them to each
 #: budget (LR warmup, θ's decay rate, curriculum and random-LTD lengths end at the same share).
 REFERENCE_STEPS = 400
-#: Step budgets of each arm.
+#: Step budgets of each arm (the baseline also runs half the smallest: see `arm_budgets`).
 BUDGETS = [100, 200, 400]
 
 
@@ -50,7 +59,7 @@ def _techniques() -> dict[str, Any]:
     return {
         # θ falls from 1 towards 0.5, most of the way in the first half of the run
         "progressive_layer_drop": {"enabled": True, "theta": 0.5, "gamma": 6.0 / REFERENCE_STEPS},
-        # sequence length 64 -> 256 over the first 40% of the steps
+        # sequence length 64 -> 256 over the first 20% of the steps
         "curriculum_learning": {
             "enabled": True,
             "curriculum_type": "seqlen",
@@ -58,11 +67,11 @@ def _techniques() -> dict[str, Any]:
             "max_difficulty": SEQ_LEN,
             "schedule_type": "fixed_linear",
             "schedule_config": {
-                "total_curriculum_step": int(0.4 * REFERENCE_STEPS),
+                "total_curriculum_step": int(0.2 * REFERENCE_STEPS),
                 "difficulty_step": 8,
             },
         },
-        # all but the first and last block keep 64 -> 256 tokens over the whole run
+        # all but the first and last block keep 32 -> 256 tokens over the whole run
         "data_efficiency": {
             "enabled": True,
             "data_routing": {
@@ -74,7 +83,7 @@ def _techniques() -> dict[str, Any]:
                     "total_layer_num": layers,
                     "model_type": "decoder",
                     "random_ltd_schedule": {
-                        "min_value": 64,
+                        "min_value": 32,
                         "max_value": SEQ_LEN,
                         "schedule_type": "fixed_linear",
                         "schedule_config": {
@@ -109,12 +118,21 @@ def demo_raw() -> dict[str, Any]:
             "decay": "cosine",
             "weight_decay": 0.1,
             "betas": [0.9, 0.95],
-            "micro_batch_size": 16,
+            "micro_batch_size": 8,
             "max_steps": REFERENCE_STEPS,
         },
         "eval": {"batch_size": 64},
         **_techniques(),
     }
+
+
+def arm_budgets(arms: list[str], budgets: list[int]) -> dict[str, list[int]]:
+    """Each arm's budgets. A leantrain step costs about half a baseline step, so the baseline
+    also runs half the smallest budget: the cheapest technique run then lies on the baseline's
+    frontier instead of below its cheapest point (where it could only be extrapolated)."""
+    out = {arm: list(budgets) for arm in arms}
+    out[BASELINE] = sorted({max(1, budgets[0] // 2), *budgets})
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,10 +146,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a tiny model for a few steps (for the tests)"
     )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Train both arms at every budget and print the equal-quality comparison."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     raw = demo_raw()
     budgets = budgets_from(args.budgets)
     if args.quick:
@@ -148,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         raw,
         source="leantrain demo",
         arms=arms,
-        budgets=dict.fromkeys(arms, budgets),
+        budgets=arm_budgets(arms, budgets),
         output_dir=out,
         title="leantrain demo: small GPT on the Python standard library",
     )

@@ -38,6 +38,7 @@ def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with (tmp_path / "compare.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted((r["arm"], r["steps"]) for r in rows) == [
+        ("baseline", "1"),  # half the smallest budget: a cheap point for the frontier
         ("baseline", "2"),
         ("baseline", "4"),
         ("leantrain", "2"),

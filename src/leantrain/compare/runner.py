@@ -50,8 +50,11 @@ class RunResult:
         return float(getattr(self, kind))
 
 
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
+def _canonical(recipe: Any) -> str:
+    """The recipe as a run's identity; where it is written is not part of it."""
+    if isinstance(recipe, dict):
+        recipe = {k: v for k, v in recipe.items() if k != "output_dir"}
+    return json.dumps(recipe, sort_keys=True, default=str)
 
 
 def run_one(
