@@ -11,8 +11,9 @@ on WikiText-2 at equal quality, then GLUE fine-tuning from both arms at equal pr
    i.e. Pre-LN BERT), WikiText-2's valid split trains and its test split is the reported
    validation split (the train split is not in the shared data). `leantrain compare` runs the
    arms baseline, pld and pld+ltd (random-LTD in blocks 1..L-2, encoder padding-aware) at
-   their budgets, each with its own schedule, scored on the whole test split, frontiers on
-   seconds, layer-tokens and FLOPs. The PLD arms' budgets include the step count whose FLOPs
+   their budgets (the baseline one longer, so the frontier brackets them), each with its own
+   schedule, scored on the whole test split, frontiers on seconds, layer-tokens and FLOPs. The
+   technique arms' budgets include the step count whose FLOPs
    (analytic, from the schedules) equal the baseline's largest run: the equal-cost pair.
 3. Fine-tuning. From the baseline's largest run and the equal-cost run of each arm named by
    `--glue-arms` (default baseline and pld):
@@ -69,8 +70,11 @@ class Scale:
     heads: int
     batch: int
     lr: float
-    #: baseline budgets; the technique arms run these and the equal-cost count of the largest
+    #: budgets of every arm; the technique arms also run the equal-cost count of the largest
     budgets: tuple[int, ...]
+    #: a longer baseline run, so that technique runs below the baseline's loss at the largest
+    #: budget still lie on its frontier (interpolated, not "not reached")
+    baseline_extra: int
     #: θ falls to 0.5 with γ = gamma_runs / steps (the paper's θ reaches θ̄ early in the run)
     gamma_runs: float
     ltd_min: int
@@ -92,6 +96,7 @@ SCALES = {
         batch=32,
         lr=1e-3,
         budgets=(150, 300),
+        baseline_extra=450,
         gamma_runs=10.0,
         ltd_min=64,
         glue_steps={"sst2": 400, "mrpc": 300, "rte": 200},
@@ -107,6 +112,7 @@ SCALES = {
         batch=4,
         lr=1e-3,
         budgets=(2, 4),
+        baseline_extra=6,
         gamma_runs=2.0,
         ltd_min=16,
         glue_steps={"sst2": 2, "mrpc": 2, "rte": 2},
@@ -252,7 +258,8 @@ def equal_cost_steps(raw: dict[str, Any], arm: str, base_steps: int) -> int:
 def finetune(
     scale: Scale, task: str, model_dir: Path, vocab_dir: Path, seed: int, work: Path
 ) -> dict[str, float]:
-    """Fine-tune one pre-trained model on one GLUE task; its dev metrics."""
+    """Fine-tune one pre-trained model on one GLUE task; its dev metrics. A finished fine-tune
+    of the same recipe (its `result.json` in `work`) is reused."""
     steps = scale.glue_steps[task]
     sets = [
         f"model.pretrained={model_dir}",
@@ -269,8 +276,17 @@ def finetune(
         "device=cpu",
         *scale.glue_extra,
     ]
-    final = train(load_recipe(REPO / "recipes" / f"glue_{task}.yaml", sets), progress=False)
-    return {k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")}
+    recipe = load_recipe(REPO / "recipes" / f"glue_{task}.yaml", sets)
+    ident = json.loads(json.dumps(recipe.to_dict(), default=str))
+    done = work / "result.json"
+    if done.is_file() and json.loads(done.read_text())["recipe"] == ident:
+        return dict(json.loads(done.read_text())["metrics"])
+    final = train(recipe, progress=False)
+    metrics = {k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")}
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"recipe": ident, "metrics": metrics}))
+    tmp.replace(done)
+    return metrics
 
 
 def glue_score(task: str, m: dict[str, float]) -> float:
@@ -315,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     raw = mlm_recipe(scale, vocab_dir)
     top = max(scale.budgets)
     pair = {arm: equal_cost_steps(raw, arm, top) for arm in ARMS[1:]}
-    budgets = {BASELINE: list(scale.budgets)}
+    budgets = {BASELINE: sorted({*scale.budgets, scale.baseline_extra})}
     budgets.update({a: sorted({*scale.budgets, s}) for a, s in pair.items()})
     analysis = compare(
         raw,
@@ -332,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = Path(by_run[(arm, steps)].run_dir) / "model"
         for task in GLUE:
             for seed in scale.seeds:
-                m = finetune(scale, task, model_dir, vocab_dir, seed, out / "glue" / arm / task)
+                work = out / "glue" / arm / task / f"seed{seed}"
+                m = finetune(scale, task, model_dir, vocab_dir, seed, work)
                 glue.setdefault(arm, {}).setdefault(task, []).append(m)
                 print(f"  {arm} {task} seed {seed}: {m}", flush=True)
     text = report(analysis, models, by_run, glue, scale, args)
