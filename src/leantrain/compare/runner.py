@@ -4,7 +4,8 @@ Each run is the reference trainer (`leantrain.trainer.train`) on the arm's recip
 budget (`arms.scale_to_budget`), evaluated once, at its end, on the whole validation split
 (`eval.final_whole`), logging every step so its FLOPs can be counted from the schedules it used.
 Runs go to `<output_dir>/runs/<arm>/<steps>/`; a run whose `result.json` holds the same resolved
-recipe is reused, not retrained, so an interrupted comparison continues where it stopped.
+recipe is reused, not retrained, so an interrupted comparison continues where it stopped (the
+recipe is the whole identity: after upgrading leantrain or torch, use a fresh output folder).
 Arms alternate within each budget, so a machine whose load drifts bills every arm alike.
 """
 
