@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
-
-import pytest
 
 from leantrain.compare.runner import RunResult
 from leantrain.compare.summary import analyse
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "ablations.py"
-
-
-def _script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ablations", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(arm: str, steps: int, cost: float, loss: float) -> RunResult:
     return RunResult(arm, steps, cost, cost, cost, cost, loss, 0.01, "")
 
 
-def test_table_says_which_arm_pays(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = _script(monkeypatch)
+def test_table_says_which_arm_pays(load_script: Callable[[str], ModuleType]) -> None:
+    script = load_script("ablations")
     base = [_run("baseline", s, s, 3 - 0.5 * math.log(s)) for s in (100, 200, 400)]
     good = [_run("pld", s, s / 2, 3 - 0.5 * math.log(s) + 0.05) for s in (100, 200, 400)]
     bad = [_run("cl", s, s, 3 - 0.5 * math.log(s) + 0.1) for s in (100, 200, 400)]

@@ -3,9 +3,8 @@ pre-training arms with their equal-cost runs, and GLUE fine-tuning from each."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -13,18 +12,6 @@ import pytest
 import torch
 
 from leantrain.trainer.recipe import DATA_ROOT_ENV
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bert_pld.py"
-
-
-def _script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The script as a module, registered while the test runs (its dataclasses need that)."""
-    spec = importlib.util.spec_from_file_location("bert_pld", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -34,9 +21,10 @@ def test_smoke_scale_pretrains_every_arm_and_fine_tunes_at_equal_cost(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    load_script: Callable[[str], ModuleType],
 ) -> None:
     monkeypatch.setenv(DATA_ROOT_ENV, str(shared_data))
-    script = _script(monkeypatch)
+    script = load_script("bert_pld")
     threads = torch.get_num_threads()
     try:
         argv = ["--scale", "smoke", "--output-dir", str(tmp_path), "--data-root", str(shared_data)]
@@ -61,10 +49,13 @@ def test_smoke_scale_pretrains_every_arm_and_fine_tunes_at_equal_cost(
 
 
 def test_equal_cost_steps_match_the_baselines_flops(
-    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    load_script: Callable[[str], ModuleType],
 ) -> None:
     monkeypatch.setenv(DATA_ROOT_ENV, str(shared_data))
-    script = _script(monkeypatch)
+    script = load_script("bert_pld")
     scale = script.SCALES["cpu"]
     vocab = tmp_path / "vocab"
     vocab.mkdir()
