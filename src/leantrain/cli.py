@@ -19,6 +19,10 @@ __all__ = ["main"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("leantrain.demo", "train a small GPT twice (baseline vs leantrain) and compare"),
     "train": ("leantrain.trainer.cli", "train a Hugging Face model from a YAML recipe"),
+    "compare": (
+        "leantrain.compare.cli",
+        "baseline vs techniques at several budgets: speed-ups at equal validation loss",
+    ),
     "analyze": ("leantrain.curriculum.cli", "run the curriculum data analyzer"),
     "report": ("leantrain.trainer.report", "plot and tabulate several runs"),
     "config check": ("leantrain.adopt.check", "validate a DeepSpeed config and explain it"),

@@ -3,10 +3,9 @@ writing the reports a GPU run writes (summaries, PNGs, per-run logs) and nothing
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,21 +15,7 @@ import torch
 
 from leantrain.trainer.recipe import DATA_ROOT_ENV
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "time_to_quality.py"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """The benchmark script as a module (benchmarks/ is not a package), registered in
-    sys.modules while the test runs (dataclasses look their module up there), with benchmarks/
-    on sys.path for its helper modules, as when it runs as a script."""
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("time_to_quality", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _finite(value: Any) -> bool:
@@ -44,13 +29,14 @@ def test_smoke_scale_runs_every_workload_and_reports(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    load_script: Callable[[str], ModuleType],
 ) -> None:
     monkeypatch.setenv(DATA_ROOT_ENV, str(shared_data))  # the script sets it; restored after
     out, work = tmp_path / "results", tmp_path / "work"
     argv = ["--scale", "smoke", "--device", "cpu", "--out", str(out), "--work-dir", str(work)]
     threads = torch.get_num_threads()
     try:
-        assert _script(monkeypatch).main([*argv, "--data-root", str(shared_data)]) == 0
+        assert load_script("time_to_quality").main([*argv, "--data-root", str(shared_data)]) == 0
     finally:
         torch.set_num_threads(threads)
     printed = capsys.readouterr().out

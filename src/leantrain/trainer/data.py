@@ -183,8 +183,10 @@ def _token_stream(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long)
 
 
-def _lm_texts(spec: DataSpec) -> tuple[list[str], list[str]]:
-    """Training and validation texts: a `datasets` dataset, given files, or a held-out share."""
+def _lm_texts(spec: DataSpec, split: str = "validation") -> tuple[list[str], list[str]]:
+    """Training texts and the held-out texts of `split` ("validation" or "selection"): a
+    `datasets` dataset, given files, or held-out shares of `train` (whole files when it is a
+    folder; the selection share is disjoint from validation and never trained on)."""
     if spec.dataset is not None:
         import datasets
 
@@ -193,21 +195,40 @@ def _lm_texts(spec: DataSpec) -> tuple[list[str], list[str]]:
         return list(ds["train"][spec.text_column]), list(ds[valid_split][spec.text_column])
     assert spec.train is not None  # the recipe schema requires train or dataset
     train = _read_texts(spec, spec.train)
-    if spec.valid is not None:
-        return [t for _, t in train], [t for _, t in _read_texts(spec, spec.valid)]
+    given = [t for _, t in _read_texts(spec, spec.valid)] if spec.valid is not None else None
+    shares = {"validation": 0.0 if given is not None else spec.valid_fraction}
+    shares["selection"] = spec.selection_fraction or 0.0
     if len(train) > 1:  # hold out whole files, spread over the sorted list
-        every = max(2, round(1 / spec.valid_fraction))
-        held = [t for i, (_, t) in enumerate(train) if i % every == every - 1]
-        kept = [t for i, (_, t) in enumerate(train) if i % every != every - 1]
-        return kept, held
-    text = train[0][1]
-    cut = int(len(text) * (1 - spec.valid_fraction))
-    return [text[:cut]], [text[cut:]]
+        held: dict[str, list[int]] = {}
+        taken: set[int] = set()
+        for name, share in shares.items():
+            if share > 0:
+                every = max(2, round(1 / share))
+                # validation takes the last file of every block of `every`, selection the middle
+                offset = every - 1 if name == "validation" else every // 2 - 1
+                held[name] = [
+                    i for i in range(len(train)) if i % every == offset and i not in taken
+                ]
+                taken.update(held[name])
+        kept = [t for i, (_, t) in enumerate(train) if i not in taken]
+        parts = {name: [train[i][1] for i in ids] for name, ids in held.items()}
+    else:  # one text: validation is its tail, selection the part before it
+        text = train[0][1]
+        end, parts = len(text), {}
+        for name, share in shares.items():
+            if share > 0:
+                cut = len(text) * (1 - share) if end == len(text) else end - len(text) * share
+                start = int(cut)
+                parts[name], end = [text[start:end]], start
+        kept = [text[:end]]
+    if given is not None:
+        parts["validation"] = given
+    return kept, parts.get(split, [])
 
 
 def _language_model(recipe: Recipe, tokenizer: Any) -> TaskData:
     spec = recipe.data
-    train_texts, valid_texts = _lm_texts(spec)
+    train_texts, valid_texts = _lm_texts(spec, recipe.eval.split)
     wrap = None
     transform: Transform | None = None
     if recipe.task == "masked_lm":

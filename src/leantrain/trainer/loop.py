@@ -38,6 +38,7 @@ from leantrain.trainer.checkpoint import (
     save_checkpoint,
 )
 from leantrain.trainer.data import Batch, TaskData, build_task_data
+from leantrain.trainer.evalstats import mean_and_se, sample_losses
 from leantrain.trainer.recipe import Recipe
 from leantrain.trainer.schedule import lr_at_step
 
@@ -46,7 +47,7 @@ __all__ = ["METRIC_COLUMNS", "StepEvent", "build_model", "evaluate", "train"]
 logger = logging.getLogger(__name__)
 
 #: The trainer's own columns of metrics.csv; each technique's (`Technique.columns`) follow, then
-#: `tokens/effective_seqlen`, `eval/loss` and the task's eval metrics (`eval/<name>`).
+#: `tokens/effective_seqlen`, `eval/loss`, `eval/loss_se` and the task's eval metrics (`eval/<name>`).
 METRIC_COLUMNS = (
     "step",
     "wall_s",
@@ -241,9 +242,15 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: TaskData, recipe: Recipe, device: torch.device
+    model: nn.Module,
+    data: TaskData,
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    whole: bool = False,
 ) -> dict[str, float]:
-    """Mean validation loss (and the task's metrics) over at most `eval.max_batches` batches."""
+    """Validation loss (token-weighted, with its standard error over samples) and the task's
+    metrics, over at most `eval.max_batches` batches, or the whole split when `whole`."""
     if data.valid is None:
         return {}
     was_training = model.training
@@ -253,21 +260,25 @@ def evaluate(
     loader = torch.utils.data.DataLoader(
         data.valid, batch_size=size, collate_fn=data.collate_fn, generator=g
     )  # its own generator: a loader draws a seed, which must not come from the global RNG
-    losses, preds, labels = [], [], []
+    limit = None if whole else recipe.eval.max_batches
+    sums, counts, preds, labels = [], [], [], []
     for i, batch in enumerate(loader):
-        if recipe.eval.max_batches is not None and i >= recipe.eval.max_batches:
+        if limit is not None and i >= limit:
             break
         if data.transform is not None:
             batch = data.transform(batch, g, False)
         with _autocast(recipe, device):
             out = model(**_to(batch, device))
-        losses.append(float(out.loss))
+        s, c = sample_losses(recipe.task, out.logits, batch["labels"].to(device))
+        sums.append(s.cpu())
+        counts.append(c.cpu())
         if data.score is not None:
             logits = out.logits.float()
             preds.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1))
             labels.append(batch["labels"])
     model.train(was_training)
-    result = {"eval/loss": float(np.mean(losses))}
+    loss, se = mean_and_se(torch.cat(sums), torch.cat(counts))
+    result = {"eval/loss": loss, "eval/loss_se": se}
     if data.score is not None:
         scores = data.score(torch.cat(preds).cpu().numpy(), torch.cat(labels).numpy())
         result.update({f"eval/{k}": v for k, v in scores.items()})
@@ -380,6 +391,7 @@ def train(
         *symbols,
         "tokens/effective_seqlen",
         "eval/loss",
+        "eval/loss_se",
         *(f"eval/{m}" for m in data.metric_names),
     ]
     log = _MetricsLog(out, columns, step, enabled=rank == 0)
@@ -454,7 +466,8 @@ def train(
             "tokens/effective_seqlen": counted.effective,
         }
         if step % recipe.eval.interval == 0 or step == opt.max_steps:
-            row.update(evaluate(model, data, recipe, device))
+            whole = recipe.eval.final_whole and step == opt.max_steps
+            row.update(evaluate(model, data, recipe, device, whole=whole))
         reached = _reached(recipe, row, world, device)
         if step % recipe.log_interval == 0 or "eval/loss" in row or step == last:
             log.write(step, row)

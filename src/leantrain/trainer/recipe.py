@@ -42,6 +42,7 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 Task = Literal["causal_lm", "masked_lm", "sequence_classification", "image_classification"]
 GlueTask = Literal["sst2", "mrpc", "rte", "cola", "stsb"]
+_LM_TASKS = ("causal_lm", "masked_lm")
 
 
 class _Spec(BaseModel):
@@ -96,6 +97,13 @@ class DataSpec(_Spec):
         gt=0.0,
         lt=1.0,
         description="Share held out for validation when `valid` is unset.",
+    )
+    selection_fraction: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=0.5,
+        description="A second held-out share, disjoint from validation and never trained on, "
+        "for choosing settings (`eval.split: selection`) so the reported split stays unseen.",
     )
     dataset: str | None = Field(
         default=None, description="A Hugging Face `datasets` name instead of local files."
@@ -175,6 +183,16 @@ class EvalSpec(_Spec):
     batch_size: int | None = Field(
         default=None, ge=1, description="Default: optim.micro_batch_size."
     )
+    final_whole: bool = Field(
+        default=False,
+        description="Evaluate the last step on the whole split (not `max_batches`), so its "
+        "loss and standard error (eval/loss_se) describe the split.",
+    )
+    split: Literal["validation", "selection"] = Field(
+        default="validation",
+        description="Held-out split to evaluate: validation (reported), or the selection split "
+        "of data.selection_fraction (for sweeps).",
+    )
     stop_at_loss: float | None = Field(
         default=None,
         description="End the run at the first evaluation whose loss is at or below this, "
@@ -218,6 +236,15 @@ class Recipe(_Spec):
             raise ValueError("data.train: required unless data.dataset names a `datasets` dataset")
         if self.task == "sequence_classification" and d.glue_task is None and d.dataset is None:
             raise ValueError("data.glue_task: required for task sequence_classification")
+        if self.eval.split == "selection" and d.selection_fraction is None:
+            raise ValueError("eval.split: 'selection' needs data.selection_fraction")
+        if d.selection_fraction is not None and (
+            d.dataset is not None or self.task not in _LM_TASKS
+        ):
+            raise ValueError(
+                "data.selection_fraction: only for language-model text read from data.train "
+                "(not with data.dataset)"
+            )
         if self.task == "masked_lm" and d.tokenizer == "gpt2":
             raise ValueError("data.tokenizer: masked_lm needs 'bert' (or 'byte'), got 'gpt2'")
         if d.tokenizer != "byte" and d.tokenizer_path is None and self.model.pretrained is None:
