@@ -23,7 +23,7 @@ import pytest
 
 from leantrain.curriculum import CurriculumIndex, CurriculumIndexError, DataAnalyzer
 from leantrain.curriculum.sampler import CurriculumSampler
-from leantrain.curriculum.storage import WriteError, temp_path
+from leantrain.files import WriteError, temp_path
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 VOCAB = 50
@@ -304,7 +304,7 @@ DISK_SCRIPT = textwrap.dedent(
     import sys
     import numpy as np
     from leantrain.curriculum import DataAnalyzer
-    from leantrain.curriculum.storage import WriteError
+    from leantrain.files import WriteError
 
     n = 100_000
     offsets = np.arange(n + 1, dtype=np.int64) * 3
