@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     for name, run_dir in runs.items():
         print(f"== {name}: {steps} steps -> {run_dir}", flush=True)
         recipe = demo_recipe(run_dir, steps=steps, leantrain=name == "leantrain", quick=args.quick)
-        train(recipe, progress=not args.quick)
+        train(recipe, overwrite=True, progress=not args.quick)  # a demo re-run replaces its runs
     rows = [summarize(d, name) for name, d in runs.items()]
     png = plot_runs(list(runs.values()), out / "report.png", names=list(runs))
     print()
