@@ -20,6 +20,7 @@ from typing import Any
 import datasets
 import numpy as np
 import pytest
+from conftest import can_mount_tmpfs
 
 from leantrain.curriculum import CurriculumIndex, CurriculumIndexError, DataAnalyzer
 from leantrain.curriculum.sampler import CurriculumSampler
@@ -318,19 +319,8 @@ DISK_SCRIPT = textwrap.dedent(
 )
 
 
-def _can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs (needs `unshare -rm`)")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="cannot mount a tmpfs (needs `unshare -rm`)")
 def test_a_full_disk_is_an_error_naming_the_file(tmp_path: Path) -> None:
     """On a 1 MiB tmpfs the index files do not fit: the process used to die of SIGBUS while
     filling a sparse memmap (or raise "N requested and M written" without a path)."""
