@@ -243,6 +243,21 @@ def can_mount_tmpfs() -> bool:
     return probe.returncode == 0
 
 
+def run_on_tmpfs(
+    disk: Path, size: str, script: Path, *args: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`python script *args` in a mount namespace of its own in which the empty folder `disk`
+    is a tmpfs of `size` ("1m", "1536k"); the tmpfs goes when the process ends. Needs
+    `can_mount_tmpfs()`."""
+    mount = 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"'
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mount, "sh", size, str(disk), sys.executable, str(script),
+         *args],
+        env=os.environ | env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
 def _die(*args: Any, **kwargs: Any) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_gpt2
+from conftest import all_three_sections, make_gpt2
 from test_trainer import tiny_recipe, write_corpus, write_recipe
 
 import leantrain
@@ -138,30 +138,11 @@ def test_every_family_is_checked_for_positions_and_blocks(
 
 
 def _all_three() -> dict[str, Any]:
-    return {
-        "progressive_layer_drop": {"enabled": True, "theta": 0.5, "gamma": 0.01},
-        "data_efficiency": {
-            "enabled": True,
-            "data_routing": {
-                "enabled": True,
-                "random_ltd": {
-                    "enabled": True,
-                    "random_ltd_layer_id": [1, 2],
-                    "random_ltd_layer_num": 2,
-                    "total_layer_num": 4,
-                    "random_ltd_schedule": {
-                        "min_value": 8,
-                        "max_value": 16,
-                        "schedule_config": {"require_steps": 4, "seq_per_step": 4},
-                    },
-                },
-            },
-        },
-    }
+    return all_three_sections(gamma=0.01, curriculum_steps=4, ltd_steps=4)
 
 
 def _samples() -> list[dict[str, torch.Tensor]]:
-    ids = torch.randint(1, 97, (16, 16), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 97, (16, 32), generator=torch.Generator().manual_seed(0))
     return [{"input_ids": row} for row in ids]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 import numpy as np
 import pytest
-from conftest import can_mount_tmpfs
+from conftest import can_mount_tmpfs, run_on_tmpfs
 
 from leantrain.curriculum import CurriculumIndex, CurriculumIndexError, DataAnalyzer
 from leantrain.curriculum.sampler import CurriculumSampler
@@ -327,13 +327,7 @@ def test_a_full_disk_is_an_error_naming_the_file(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
     (tmp_path / "script.py").write_text(DISK_SCRIPT)
-    mount = 'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" "$3" "$1"/out'
-    done = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", mount, "sh", str(disk), sys.executable,
-         str(tmp_path / "script.py")],
-        env=os.environ | {"PYTHONPATH": SRC},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = run_on_tmpfs(disk, "1m", tmp_path / "script.py", f"{disk}/out", env={"PYTHONPATH": SRC})
     assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
     assert f"{disk}/out/" in done.stdout
     assert "No space left on device" in done.stdout and "MiB free" in done.stdout

@@ -11,8 +11,6 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import can_mount_tmpfs, start_cli
+from conftest import can_mount_tmpfs, run_on_tmpfs, start_cli
 from safetensors.torch import load_file
 from test_trainer import tiny_recipe, write_corpus, write_recipe
 
@@ -247,13 +245,8 @@ def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(tmp_path: Path
     disk.mkdir()
     (tmp_path / "script.py").write_text(DISK_SCRIPT)
     # 1.5 MiB: the checkpoint of step 2 (0.8 MiB) fits, the one of step 4 does not
-    mount = 'mount -t tmpfs -o size=1536k tmpfs "$1" && exec "$2" "$3" "$4" "$1"/run'
-    done = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", mount, "sh", str(disk), sys.executable,
-         str(tmp_path / "script.py"), str(recipe)],
-        env=os.environ | {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    env = {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    done = run_on_tmpfs(disk, "1536k", tmp_path / "script.py", str(recipe), f"{disk}/run", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     errors = [line for line in done.stderr.splitlines() if "error:" in line]
