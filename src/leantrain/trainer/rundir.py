@@ -11,6 +11,8 @@ it over needs no guess about whether a pid still runs (a guess that pid reuse an
 make unreliable, and whose unlink-and-recreate races with a third process). The file holds the
 holder's pid and host only to name them in the error a second process gets; it is emptied on
 release and never deleted (deleting a flock'ed file lets two processes lock different files).
+On a filesystem that cannot lock files (some network or FUSE mounts), the run goes on unlocked
+with a warning.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ T = TypeVar("T")
 LOCK_NAME = ".lock"
 #: What `leantrain train` writes into a run folder (what `overwrite` removes).
 RUN_ENTRIES = ("checkpoints", "metrics.csv", "tb", "model")
+_UNKNOWN = "an unknown process"
 
 
 class RunDirBusy(LeantrainError):
@@ -62,13 +65,23 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = self._holder()
+            for _ in range(20):  # the holder writes its name just after it takes the lock
+                if holder != _UNKNOWN:
+                    break
+                time.sleep(0.05)
+                holder = self._holder()
             os.close(self._fd)
             raise RunDirBusy(
                 f"output_dir: {folder} is in use by {holder} (lock {self.path}); wait for that "
                 "run to end, stop it, or choose another output_dir"
             ) from None
+        except OSError as err:  # a filesystem without locks (some network or FUSE mounts)
+            os.close(self._fd)
+            self._fd = -1
+            logger.warning("%s: not locked, its filesystem cannot lock files (%s)", folder, err)
+            return
         previous = self._holder()
-        if previous != "an unknown process":  # emptied on release: its holder died holding it
+        if previous != _UNKNOWN:  # emptied on release: its holder died holding it
             logger.warning("%s: taking over the lock of %s, which died", self.path, previous)
         with writing(self.path):
             os.ftruncate(self._fd, 0)
@@ -81,7 +94,7 @@ class RunLock:
         words = os.pread(self._fd, 256, 0).decode(errors="replace").split()
         info = dict(zip(words[::2], words[1::2], strict=False))
         if "pid" not in info:
-            return "an unknown process"
+            return _UNKNOWN
         return f"process {info['pid']} on {info.get('host', '?')}"
 
     def release(self) -> None:
