@@ -9,15 +9,14 @@ One folder per saved step, ``checkpoints/step_00000100/``:
   trainer's step, wall-clock and batch-transform generator. The data position and the LR need
   nothing more: the batch sampler starts where the handle's step points, and the LR is a pure
   function of the step (or of the layer-token counter);
-- ``config.json`` — the resolved recipe (`Recipe.to_dict()`), readable without leantrain.
-
+- ``config.json`` — the resolved recipe (`Recipe.to_dict()`), readable without leantrain;
 - ``manifest.json`` — written last: every file above with its size.
 
 Every rank writes into rank 0's temporary folder (named after its host and pid); rank 0 adds
 the manifest and renames the folder into place once all are done. Re-saving a step moves the
-old folder aside before the new one goes in and deletes it last. `latest_checkpoint` takes the
-newest folder whose manifest matches its files, so a kill at any moment leaves a usable
-checkpoint behind.
+old folder aside before the new one goes in and deletes it last (a kill between the two renames
+leaves it aside, where `restore_set_aside` finds it). `latest_checkpoint` takes the newest
+folder whose manifest matches its files, so a kill at any moment leaves a usable checkpoint.
 """
 
 from __future__ import annotations
