@@ -44,6 +44,7 @@ from typing import Any
 from leantrain.compare.arms import BASELINE, arm_recipe, scale_to_budget
 from leantrain.compare.cli import compare, read_raw_recipe
 from leantrain.compare.flops import ModelShape, step_flops
+from leantrain.files import atomic_write_json
 from leantrain.pld.schedule import layer_keep_probs, pld_theta
 from leantrain.random_ltd.scheduler import reserved_length
 from leantrain.trainer import load_recipe, train
@@ -281,11 +282,9 @@ def finetune(
     done = work / "result.json"
     if done.is_file() and json.loads(done.read_text())["recipe"] == ident:
         return dict(json.loads(done.read_text())["metrics"])
-    final = train(recipe, progress=False)
+    final = train(recipe, overwrite=True, progress=False)  # an unfinished fine-tune is redone
     metrics = {k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")}
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"recipe": ident, "metrics": metrics}))
-    tmp.replace(done)
+    atomic_write_json(done, {"recipe": ident, "metrics": metrics})
     return metrics
 
 

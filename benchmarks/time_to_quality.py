@@ -212,7 +212,7 @@ class Bench:
 
     def run(self, workload: str, name: str, recipe: Recipe) -> list[dict[str, float]]:
         """Train `recipe`; keep its metrics.csv, TensorBoard logs and resolved recipe."""
-        final = train(recipe, progress=False)
+        final = train(recipe, overwrite=True, progress=False)  # the work folder is scratch
         src, dest = Path(recipe.output_dir), self.out / workload / "runs" / name
         if dest.exists():
             shutil.rmtree(dest)
@@ -235,7 +235,7 @@ class Bench:
             steps = f"optim.max_steps={self.scale.warmup_steps}"
             small = ["data.subset=2048", "data.valid_subset=256"]  # fewer JPEGs to decode
             recipe = self.recipe(file, [*overrides, steps, *small], "warmup")
-            train(recipe, progress=False)
+            train(recipe, overwrite=True, progress=False)
             _free_memory()
 
 

@@ -1,15 +1,26 @@
-"""Shared fixtures: tiny real Hugging Face models built in-process, and the shared data folder."""
+"""Shared fixtures: tiny real Hugging Face models built in-process, the shared data folder, and
+the means of fault tests (`leantrain` commands in processes a test can kill, small filesystems)."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import multiprocessing
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from hypothesis import settings
+from tqdm import tqdm
 from transformers import (
     BertConfig,
     BertForMaskedLM,
@@ -222,3 +233,82 @@ def all_three_sections(*, gamma: float, curriculum_steps: int, ltd_steps: int) -
             },
         },
     }
+
+
+# -- fault tests -------------------------------------------------------------------------------
+
+
+@functools.cache
+def can_mount_tmpfs() -> bool:
+    """Whether this machine lets a test mount a small tmpfs (`unshare -rm`: a user and mount
+    namespace of its own, no root needed) to fill a disk."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def run_on_tmpfs(
+    disk: Path, size: str, script: Path, *args: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`python script *args` in a mount namespace of its own in which the empty folder `disk`
+    is a tmpfs of `size` ("1m", "1536k"); the tmpfs goes when the process ends. Needs
+    `can_mount_tmpfs()`."""
+    mount = 'mount -t tmpfs -o size="$1" tmpfs "$2" && shift 2 && exec "$@"'
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mount, "sh", size, str(disk), sys.executable, str(script),
+         *args],
+        env=os.environ | env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def _die(*args: Any, **kwargs: Any) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _cli_child(argv: list[str], log: str, env: dict[str, str], die_at: str | None) -> None:
+    """Body of a `start_cli` process: run `leantrain argv` with output to `log`; exit with its
+    status. `die_at` ("module:Class.method") is replaced by a SIGKILL of the process itself."""
+    os.environ.update(env)
+    torch.set_num_threads(1)
+    tqdm.set_lock(threading.RLock())  # not a semaphore, which a SIGKILL would leak
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    if die_at is not None:
+        module, _, path = die_at.partition(":")
+        *owners, name = path.split(".")
+        owner = functools.reduce(getattr, owners, importlib.import_module(module))
+        setattr(owner, name, _die)
+    from leantrain.cli import main
+
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def fork_context() -> multiprocessing.context.ForkServerContext:
+    """Processes forked from a server that imported torch, transformers and leantrain once (a
+    fresh interpreter spends seconds importing them); the target must be importable."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["conftest", "leantrain.trainer.loop", "leantrain.cli"])
+    return context
+
+
+def start_cli(
+    *argv: str, log: Path, env: dict[str, str] | None = None, die_at: str | None = None
+) -> BaseProcess:
+    """`leantrain *argv` in a process of its own (`fork_context`), which a test may SIGKILL at
+    any moment; one torch thread, so that every run computes the same bits. Its exit code is
+    leantrain's (-9 when killed)."""
+    process = fork_context().Process(
+        target=_cli_child, args=(list(argv), str(log), env or {}, die_at)
+    )
+    process.start()
+    return process

@@ -20,10 +20,11 @@ from typing import Any
 import datasets
 import numpy as np
 import pytest
+from conftest import can_mount_tmpfs, run_on_tmpfs
 
 from leantrain.curriculum import CurriculumIndex, CurriculumIndexError, DataAnalyzer
 from leantrain.curriculum.sampler import CurriculumSampler
-from leantrain.curriculum.storage import WriteError, temp_path
+from leantrain.files import WriteError, temp_path
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 VOCAB = 50
@@ -304,7 +305,7 @@ DISK_SCRIPT = textwrap.dedent(
     import sys
     import numpy as np
     from leantrain.curriculum import DataAnalyzer
-    from leantrain.curriculum.storage import WriteError
+    from leantrain.files import WriteError
 
     n = 100_000
     offsets = np.arange(n + 1, dtype=np.int64) * 3
@@ -318,32 +319,15 @@ DISK_SCRIPT = textwrap.dedent(
 )
 
 
-def _can_mount_tmpfs() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _can_mount_tmpfs(), reason="cannot mount a tmpfs (needs `unshare -rm`)")
+@pytest.mark.skipif(not can_mount_tmpfs(), reason="cannot mount a tmpfs (needs `unshare -rm`)")
 def test_a_full_disk_is_an_error_naming_the_file(tmp_path: Path) -> None:
     """On a 1 MiB tmpfs the index files do not fit: the process used to die of SIGBUS while
     filling a sparse memmap (or raise "N requested and M written" without a path)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     (tmp_path / "script.py").write_text(DISK_SCRIPT)
-    mount = 'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" "$3" "$1"/out'
-    done = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", mount, "sh", str(disk), sys.executable,
-         str(tmp_path / "script.py")],
-        env=os.environ | {"PYTHONPATH": SRC},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = run_on_tmpfs(disk, "1m", tmp_path / "script.py", f"{disk}/out", env={"PYTHONPATH": SRC})
     assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
     assert f"{disk}/out/" in done.stdout
     assert "No space left on device" in done.stdout and "MiB free" in done.stdout

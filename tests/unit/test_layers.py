@@ -1,8 +1,8 @@
 """The package's import graph has no upward arrow, and the host layers name no technique.
 
-Layers, bottom to top: errors; config; the shared technique layer (models, surgery, accounting,
-the `Technique` protocol); the technique folders (pld, curriculum, random_ltd), which never import
-each other; adopt (the only place that lists them, in `adopt/compose.py`); trainer and demo; the
+Layers, bottom to top: errors and files (crash-safe writes); config; the shared technique layer
+(models, surgery, accounting, the `Technique` protocol); the technique folders (pld, curriculum,
+random_ltd), which never import each other; adopt (the only place that lists them, in `adopt/compose.py`); trainer and demo; the
 command line and the package root. Every import, including those inside functions, is read from
 the source with `ast`.
 """
@@ -19,6 +19,7 @@ SRC = Path(__file__).parents[2] / "src" / "leantrain"
 #: Layer of each top-level part of the package (a module may import its own layer or below).
 LAYERS = {
     "errors": 0,
+    "files": 0,
     "config": 1,
     "models": 2,
     "surgery": 2,

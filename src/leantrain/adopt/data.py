@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from leantrain.errors import ConfigError, LeantrainError
+from leantrain.errors import ConfigError, StateError
 
 __all__ = ["PostProcessedLoader", "ShuffledBatchSampler", "batch_seq_length"]
 
@@ -77,16 +77,28 @@ class ShuffledBatchSampler(Sampler[list[int]]):
             yield order[b * mbs : (b + 1) * mbs]
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything the order depends on besides the step count."""
-        return {"seed": self.seed, "num_samples": self.num_samples, "world_size": self.world_size}
+        """Everything the order and the position depend on besides the step count."""
+        return {
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "world_size": self.world_size,
+            "micro_batch_size": self.micro_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Check the order would be the same; the position comes from the handle's step."""
+        """Check the order and the position would be the same (the position is the handle's
+        step × accumulation micro-batches, so another batch shape would skip or repeat
+        samples); states of leantrain 0.1 have no batch shape to check."""
         mine = self.state_dict()
-        if dict(state) != mine:
-            raise LeantrainError(
-                f"data order: checkpoint has {dict(state)}, this run has {mine}; resume with the "
-                "same dataset size, world size and seed"
+        changed = {k: (state[k], v) for k, v in mine.items() if k in state and state[k] != v}
+        if changed:
+            shown = ", ".join(
+                f"{k} {a} was saved, this run has {b}" for k, (a, b) in changed.items()
+            )
+            raise StateError(
+                f"data order: {shown}; resume with the same dataset size, world size, seed, "
+                "micro-batch size and gradient accumulation"
             )
 
 

@@ -65,6 +65,8 @@ def prepare(
         )
     if micro_batch_size is None:
         micro_batch_size = _positive(cfg.model_extra, "train_micro_batch_size_per_gpu")
+    elif isinstance(micro_batch_size, bool) or micro_batch_size < 1:
+        raise ConfigError(f"micro_batch_size: got {micro_batch_size!r}; expected an integer >= 1")
     samples_per_step = (
         micro_batch_size * gradient_accumulation_steps * world_size
         if micro_batch_size is not None

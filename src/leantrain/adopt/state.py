@@ -7,12 +7,12 @@ such a state (`Technique.state_from_v1`), so old checkpoints still load.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from leantrain.adopt.compose import TECHNIQUES
 from leantrain.adopt.data import ShuffledBatchSampler
-from leantrain.errors import LeantrainError, check_state_version
+from leantrain.errors import LeantrainError, StateError, check_state_version
 
 if TYPE_CHECKING:
     from leantrain.adopt.handle import LeantrainHandle
@@ -21,6 +21,18 @@ __all__ = ["STATE_VERSION", "handle_state", "load_handle_state", "upgrade_v1"]
 
 #: Version of `LeantrainHandle.state_dict()`; bumped when its layout changes.
 STATE_VERSION = 2
+#: Top-level keys of a state besides the counters'.
+_KEYS = ("global_step", "sampler", "techniques")
+
+
+def _require(state: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
+    """Refuse an incomplete state, naming the first missing key."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise StateError(
+            f"{where}: missing key {missing[0]!r}; expected a whole handle.state_dict() "
+            f"(it has {sorted(state)})"
+        )
 
 
 def handle_state(handle: LeantrainHandle) -> dict[str, Any]:
@@ -38,6 +50,7 @@ def handle_state(handle: LeantrainHandle) -> dict[str, Any]:
 
 def upgrade_v1(state: Mapping[str, Any]) -> dict[str, Any]:
     """A version-1 state (leantrain 0.1) in the version-2 layout."""
+    _require(state, ("controllers", "curricula"), "leantrain state (version 1)")
     techniques = {}
     for technique in TECHNIQUES:
         saved = technique.state_from_v1(state)
@@ -51,7 +64,9 @@ def load_handle_state(handle: LeantrainHandle, state: Mapping[str, Any]) -> None
     """Restore `handle_state()` into `handle` (its techniques, data order and counters)."""
     if state.get("version") == 1:
         state = upgrade_v1(state)
+    _require(state, ("version",), "leantrain state")
     check_state_version(state, STATE_VERSION, "leantrain")
+    _require(state, (*_KEYS, *handle.counter.state_dict()), "leantrain state")
     saved, mine = sorted(state["techniques"]), sorted(t.name for t in handle.techniques)
     if saved != mine:
         raise LeantrainError(
@@ -61,5 +76,11 @@ def load_handle_state(handle: LeantrainHandle, state: Mapping[str, Any]) -> None
     if isinstance(handle.batch_sampler, ShuffledBatchSampler) and state["sampler"] is not None:
         handle.batch_sampler.load_state_dict(state["sampler"])
     for technique in handle.techniques:
-        technique.load_state_dict(state["techniques"][technique.name])
+        try:
+            technique.load_state_dict(state["techniques"][technique.name])
+        except KeyError as err:
+            raise StateError(
+                f"leantrain state: techniques.{technique.name}: missing key {err.args[0]!r}; "
+                "expected a whole handle.state_dict()"
+            ) from None
     handle.counter.load_state_dict(state)

@@ -22,6 +22,7 @@ from typing import Any
 from leantrain.compare.arms import arm_recipe, scale_to_budget
 from leantrain.compare.flops import ModelShape, run_flops
 from leantrain.errors import LeantrainError
+from leantrain.files import atomic_write_json
 
 __all__ = ["COSTS", "RunResult", "run_all", "run_one"]
 
@@ -101,7 +102,8 @@ def run_one(
             seen["shape"] = ModelShape.from_model(model)
             seen["ltd"] = tuple(ltd.layer_ids) if ltd is not None else ()
 
-    final = train(recipe, progress=False, on_step=on_step)
+    # not reused: a stale or unfinished run of another recipe in run_dir is replaced
+    final = train(recipe, overwrite=True, progress=False, on_step=on_step)
     from leantrain.trainer.report import read_metrics
 
     rows = read_metrics(run_dir)
@@ -128,9 +130,7 @@ def run_one(
         se=float(final.get("eval/loss_se", math.nan)),
         run_dir=str(run_dir),
     )
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"recipe": recipe_dict, "result": asdict(result)}, indent=1))
-    tmp.replace(done)
+    atomic_write_json(done, {"recipe": recipe_dict, "result": asdict(result)})
     return result, False
 
 

@@ -6,7 +6,6 @@ Pure functions of the runs' results (`runner.RunResult`), except the writers.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from leantrain.compare.arms import BASELINE, LEANTRAIN
 from leantrain.compare.frontier import Point, SpeedUp, Status, pareto_frontier, speedup
 from leantrain.compare.runner import COSTS, RunResult
+from leantrain.files import atomic_write_json, temp_path
 
 __all__ = [
     "Analysis",
@@ -144,7 +144,7 @@ def write_csv(analysis: Analysis, path: Path) -> Path:
     """One row per run: costs, loss, SE, and each speed-up with interval and status."""
     rows = _rows(analysis)
     fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".tmp")
+    tmp = temp_path(path)
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
@@ -175,9 +175,7 @@ def write_json(analysis: Analysis, path: Path, meta: dict[str, Any]) -> Path:
             for cost, per_arm in analysis.frontiers.items()
         },
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(clean(data), indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_json(path, clean(data))
     return path
 
 

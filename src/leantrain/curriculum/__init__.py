@@ -8,8 +8,8 @@ from leantrain.curriculum.sampler import CurriculumSampler
 from leantrain.curriculum.scheduler import CurriculumScheduler, CurriculumSchedules
 from leantrain.curriculum.seqlen import SeqlenWarmupCollator, reshape_batch, truncate_batch
 from leantrain.curriculum.sources import ArraySource, HFSource, TokenSource, TorchSource
-from leantrain.curriculum.storage import WriteError
 from leantrain.curriculum.technique import CurriculumTechnique
+from leantrain.files import WriteError
 
 __all__ = [
     "BUILTIN_METRICS",

@@ -35,14 +35,8 @@ from leantrain.curriculum.metrics import Metric, accumulate_arrays, prepare_cont
 from leantrain.curriculum.parts import compute_part, part_dir, verified_parts
 from leantrain.curriculum.pool import run_pool
 from leantrain.curriculum.sources import TokenSource, as_source, probe_digests
-from leantrain.curriculum.storage import (
-    atomic_write_json,
-    discard,
-    file_sha256,
-    save_npy,
-    sweep_stale,
-    writing,
-)
+from leantrain.curriculum.storage import file_sha256, save_npy
+from leantrain.files import atomic_write_json, discard, sweep_stale, writing
 
 __all__ = ["DataAnalyzer"]
 

@@ -27,16 +27,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from leantrain.curriculum.storage import (
-    alloc_npy,
-    atomic_write_json,
-    discard,
-    file_sha256,
-    save_npy,
-    temp_path,
-    writing,
-)
+from leantrain.curriculum.storage import alloc_npy, file_sha256, save_npy
 from leantrain.errors import LeantrainError
+from leantrain.files import atomic_write_json, discard, temp_path, writing
 
 __all__ = [
     "INDEX_VERSION",

@@ -19,15 +19,8 @@ import numpy as np
 
 from leantrain.curriculum.metrics import BUILTIN_METRICS, Metric, accumulate_arrays
 from leantrain.curriculum.sources import TokenSource
-from leantrain.curriculum.storage import (
-    atomic_write_json,
-    discard,
-    file_sha256,
-    save_npy,
-    temp_path,
-    write_error,
-    writing,
-)
+from leantrain.curriculum.storage import file_sha256, save_npy
+from leantrain.files import atomic_write_json, discard, temp_path, write_error, writing
 
 __all__ = ["compute_part", "part_dir", "part_problem", "verified_parts"]
 

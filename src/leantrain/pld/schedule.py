@@ -16,7 +16,7 @@ import torch
 
 from leantrain.config import ProgressiveLayerDropConfig, resolve
 from leantrain.config.resolve import validate_section
-from leantrain.errors import ConfigError, check_state_version
+from leantrain.errors import ConfigError, StateError, check_state_version
 
 __all__ = [
     "ProgressiveLayerDrop",
@@ -164,11 +164,12 @@ class ProgressiveLayerDrop:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore `state_dict()`; refuses unknown versions and missing keys."""
+        """Restore `state_dict()`; refuses unknown versions, missing keys and a state saved for
+        another schedule (θ̄, γ or seed), so that what runs is what the config says."""
         check_state_version(state, _STATE_VERSION, "ProgressiveLayerDrop")
         missing = sorted(set(self.state_dict()) - set(state))
         if missing:
-            raise ValueError(f"ProgressiveLayerDrop state: missing keys {missing}")
+            raise StateError(f"ProgressiveLayerDrop state: missing keys {missing}")
         section = _validate(
             {
                 "enabled": True,
@@ -177,7 +178,13 @@ class ProgressiveLayerDrop:
                 "seed": state["seed"],
             }
         )
-        self.theta, self.gamma, self.seed = section.theta, section.gamma, section.seed
+        for key in ("theta", "gamma", "seed"):
+            if getattr(section, key) != getattr(self, key):
+                raise StateError(
+                    f"ProgressiveLayerDrop state: progressive_layer_drop.{key} "
+                    f"{getattr(section, key)} was saved, the config has {getattr(self, key)}; "
+                    "resume with the same schedule"
+                )
         self.global_step = int(state["global_step"])
         self.forward_index = int(state["forward_index"])
         self.current_theta = float(state["current_theta"])

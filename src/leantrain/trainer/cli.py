@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in output_dir"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in output_dir (its checkpoints, metrics.csv, tb/ and "
+        "model/); without --resume or --overwrite a non-empty output_dir is refused",
+    )
     parser.add_argument("--max-steps", type=int, help="override optim.max_steps")
     parser.add_argument("--output-dir", help="override output_dir")
     parser.add_argument(
@@ -45,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir is not None:
         overrides.append(f"output_dir={args.output_dir}")
     recipe = load_recipe(args.config, overrides)
-    final = train(recipe, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress)
-    print(json.dumps({k: v for k, v in final.items() if v == v}, indent=None))  # drop NaNs
+    final = train(
+        recipe,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        stop_at=args.stop_at,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(final))  # every value, NaN included (printed as NaN)
     return 0

@@ -115,14 +115,22 @@ class TokenBlocks(Dataset):
     """Consecutive non-overlapping blocks of a token stream: sample i is ids[i·S:(i+1)·S]."""
 
     def __init__(
-        self, ids: torch.Tensor, seq_len: int, *, wrap: tuple[int, int] | None = None
+        self,
+        ids: torch.Tensor,
+        seq_len: int,
+        *,
+        wrap: tuple[int, int] | None = None,
+        source: str = "data.train",
     ) -> None:
-        """`wrap` = (cls, sep) frames each block of seq_len − 2 ids (BERT masked LM)."""
+        """`wrap` = (cls, sep) frames each block of seq_len − 2 ids (BERT masked LM); `source`
+        names where the ids came from in errors."""
         self.wrap = wrap
         self.body = seq_len - 2 if wrap else seq_len
         n = ids.numel() // self.body
         if n == 0:
-            raise ConfigError(f"data: {ids.numel()} tokens is less than one block of {seq_len}")
+            raise ConfigError(
+                f"{source}: {ids.numel()} tokens is less than one block of data.seq_len {seq_len}"
+            )
         self.ids = ids[: n * self.body].view(n, self.body)
 
     def __len__(self) -> int:
@@ -226,6 +234,15 @@ def _lm_texts(spec: DataSpec, split: str = "validation") -> tuple[list[str], lis
     return kept, parts.get(split, [])
 
 
+def _valid_source(spec: DataSpec) -> str:
+    """Where the validation text comes from, for errors about it."""
+    if spec.dataset is not None:
+        return f"data.dataset: the validation split of {spec.dataset}"
+    if spec.valid is not None:
+        return "data.valid"
+    return f"data.valid_fraction: the held-out validation share ({spec.valid_fraction})"
+
+
 def _language_model(recipe: Recipe, tokenizer: Any) -> TaskData:
     spec = recipe.data
     train_texts, valid_texts = _lm_texts(spec, recipe.eval.split)
@@ -242,7 +259,9 @@ def _language_model(recipe: Recipe, tokenizer: Any) -> TaskData:
             tokenizer.all_special_ids,
         )
     train = TokenBlocks(_token_stream(tokenizer, train_texts), spec.seq_len, wrap=wrap)
-    valid = TokenBlocks(_token_stream(tokenizer, valid_texts), spec.seq_len, wrap=wrap)
+    valid = TokenBlocks(
+        _token_stream(tokenizer, valid_texts), spec.seq_len, wrap=wrap, source=_valid_source(spec)
+    )
     return TaskData(
         train=_subset(train, spec.subset),
         valid=_subset(valid, spec.valid_subset),

@@ -4,17 +4,17 @@
 `leantrain.prepare` (which applies the techniques the recipe configures), wraps the model
 for data parallelism under `torchrun`, and runs AdamW with gradient accumulation, bf16 autocast
 where the device supports it, an LR that is a pure function of the step (or of consumed
-layer-tokens), evaluation at intervals, TensorBoard + `metrics.csv` logs and atomic checkpoints.
+layer-tokens), evaluation at intervals, TensorBoard + `metrics.csv` logs (`loggers`) and atomic
+checkpoints, in a run folder it holds locked for the run (`rundir`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
+import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from leantrain.adopt import LeantrainHandle, prepare
-from leantrain.errors import ConfigError, LeantrainError
+from leantrain.errors import LeantrainError
 from leantrain.models import family_of_type, find_stacks
 from leantrain.trainer.checkpoint import (
     full_model_state,
@@ -37,9 +37,18 @@ from leantrain.trainer.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from leantrain.trainer.checks import (
+    check_device,
+    check_finite,
+    check_model_config,
+    check_stop_at,
+    positions_needed,
+)
 from leantrain.trainer.data import Batch, TaskData, build_task_data
 from leantrain.trainer.evalstats import mean_and_se, sample_losses
+from leantrain.trainer.loggers import open_metrics_log
 from leantrain.trainer.recipe import Recipe
+from leantrain.trainer.rundir import open_run_dir
 from leantrain.trainer.schedule import lr_at_step
 
 __all__ = ["METRIC_COLUMNS", "StepEvent", "build_model", "evaluate", "train"]
@@ -96,42 +105,18 @@ def build_model(recipe: Recipe, data: TaskData) -> nn.Module:
     if spec.pretrained is not None:  # keep the checkpoint's vocabulary; set the head size
         extra = {k: data_fields[k] for k in ("num_labels", "pad_token_id") if k in data_fields}
         model = auto.from_pretrained(spec.pretrained, local_files_only=True, **attn, **extra)
-        _check_positions(
-            recipe, model.config, "max_position_embeddings of model.pretrained", settable=False
-        )
+        check_model_config(recipe, model.config, pretrained=True)
         return model
     fields = {**data_fields, **spec.config, **attn}
     fields.setdefault("architectures", [])  # HF's auto classes iterate it (DeiT has two heads)
     family = family_of_type(spec.family)
     if family is not None and family.positions_after_pad and recipe.task != "image_classification":
         # RoBERTa-style ids start at pad + 1: size the table for the data unless the recipe did
-        fields.setdefault("max_position_embeddings", _positions_needed(recipe, fields))
+        need = positions_needed(recipe, fields.get("pad_token_id"), after_pad=True)
+        fields.setdefault("max_position_embeddings", need)
     config = transformers.AutoConfig.for_model(str(spec.family), **fields)  # family: required
-    _check_positions(recipe, config, "model.config.max_position_embeddings", settable=True)
+    check_model_config(recipe, config, pretrained=False)
     return auto.from_config(config)
-
-
-def _positions_needed(recipe: Recipe, fields: dict[str, Any]) -> int:
-    """Position-table size a RoBERTa-style model needs for `data.seq_len` tokens."""
-    pad = fields.get("pad_token_id")
-    return recipe.data.seq_len + (pad if isinstance(pad, int) else 1) + 1
-
-
-def _check_positions(recipe: Recipe, config: Any, key: str, *, settable: bool) -> None:
-    """A RoBERTa-style model whose position table is too short for `data.seq_len` fails with
-    an index error deep in its embeddings; name the key to change instead."""
-    family = family_of_type(getattr(config, "model_type", None))
-    if family is None or not family.positions_after_pad or recipe.task == "image_classification":
-        return
-    need = _positions_needed(recipe, {"pad_token_id": config.pad_token_id})
-    have = config.max_position_embeddings
-    if have < need:
-        raise ConfigError(
-            f"{key}: got {have}; {config.model_type} numbers positions from pad_token_id + 1 = "
-            f"{config.pad_token_id + 1}, so data.seq_len {recipe.data.seq_len} needs at least "
-            f"{need}; set data.seq_len <= {have - config.pad_token_id - 1}"
-            + (" or leave the key unset (it is then sized to fit)" if settable else "")
-        )
 
 
 def _init_distributed(recipe: Recipe) -> tuple[int, int, torch.device]:
@@ -285,49 +270,6 @@ def evaluate(
     return result
 
 
-# -- logging ---------------------------------------------------------------------------------
-
-
-class _MetricsLog:
-    """metrics.csv (one row per logged step) and TensorBoard scalars, on rank 0 only."""
-
-    def __init__(self, out: Path, columns: list[str], resume_step: int, enabled: bool) -> None:
-        self.columns, self.enabled = columns, enabled
-        self.writer = None
-        if not enabled:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        path = out / "metrics.csv"
-        kept: list[dict[str, str]] = []
-        if resume_step and path.is_file():  # drop rows a killed run wrote past its checkpoint
-            with path.open(newline="") as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        self.file = path.open("w", newline="")
-        self.csv = csv.DictWriter(self.file, fieldnames=columns, restval="")
-        self.csv.writeheader()
-        self.csv.writerows(kept)
-        self.writer = SummaryWriter(str(out / "tb"), purge_step=resume_step + 1)
-
-    def write(self, step: int, row: dict[str, float]) -> None:
-        """Log one step's values (missing columns stay empty)."""
-        if not self.enabled:
-            return
-        self.csv.writerow({k: repr(v) for k, v in row.items() if k in self.columns})
-        self.file.flush()
-        assert self.writer is not None
-        for key, value in row.items():
-            if key != "step":
-                self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
-
-    def close(self) -> None:
-        """Flush and close the files."""
-        if self.enabled:
-            self.file.close()
-            assert self.writer is not None
-            self.writer.close()
-
-
 # -- the loop --------------------------------------------------------------------------------
 
 
@@ -335,17 +277,41 @@ def train(
     recipe: Recipe,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     stop_at: int | None = None,
     progress: bool = True,
     on_step: Callable[[StepEvent], None] | None = None,
 ) -> dict[str, float]:
     """Train `recipe` to `optim.max_steps` (or `stop_at`, keeping the schedule, or the first
-    evaluation at or below `eval.stop_at_loss`) and return the final metrics. `resume`
-    continues from the newest checkpoint in the output folder."""
-    # ---- setup
+    evaluation at or below `eval.stop_at_loss`) and return the final metrics.
+
+    `resume` continues from the newest complete checkpoint in the output folder; without it
+    the folder must hold no run, unless `overwrite` replaces it. The folder is locked for the
+    run (a second process on it fails at once). A NaN or infinite loss or gradient norm stops
+    the run with `NonFiniteError`, naming the step."""
+    check_stop_at(stop_at)
+    check_device(recipe)
     rank, world, device = _init_distributed(recipe)
+    with contextlib.ExitStack() as run:
+        out = Path(recipe.output_dir)
+        run.enter_context(open_run_dir(out, resume=resume, overwrite=overwrite))
+        return _train(recipe, run, rank, world, device, resume, stop_at, progress, on_step)
+
+
+def _train(
+    recipe: Recipe,
+    run: contextlib.ExitStack,
+    rank: int,
+    world: int,
+    device: torch.device,
+    resume: bool,
+    stop_at: int | None,
+    progress: bool,
+    on_step: Callable[[StepEvent], None] | None,
+) -> dict[str, float]:
+    """The run, in its locked folder; `run` closes what it opens (the metrics log)."""
+    # ---- setup
     out = Path(recipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)  # identical initial weights on every rank
     data = build_task_data(recipe)
     model = build_model(recipe, data).to(device)
@@ -369,16 +335,13 @@ def train(
     gen = torch.Generator().manual_seed(recipe.seed + 1 + rank)  # MLM masks, augmentation
     step, wall = 0, 0.0
     if resume and (ckpt := latest_checkpoint(out)) is not None:
-        state = load_checkpoint(ckpt, model=wrapped, optimizer=optimizer)
+        state = load_checkpoint(ckpt, model=wrapped, optimizer=optimizer, config=recipe.to_dict())
         handle.load_state_dict(state["leantrain"])
         gen.set_state(state["generator"])
         step, wall = state["step"], state["wall_s"]
         logger.info("resumed from %s (step %d)", ckpt, step)
-    else:
-        if resume:
-            logger.info("no checkpoint in %s; starting from step 0", out / "checkpoints")
-        if rank == 0 and (out / "checkpoints").is_dir():  # a fresh run replaces an old one
-            shutil.rmtree(out / "checkpoints")
+    elif resume:
+        logger.info("no checkpoint in %s; starting from step 0", out / "checkpoints")
     loader = handle.dataloader(
         num_workers=recipe.num_workers,
         pin_memory=device.type == "cuda",
@@ -394,7 +357,7 @@ def train(
         "eval/loss_se",
         *(f"eval/{m}" for m in data.metric_names),
     ]
-    log = _MetricsLog(out, columns, step, enabled=rank == 0)
+    log = run.enter_context(open_metrics_log(out, columns, step, enabled=rank == 0))
     autocast = _autocast(recipe, device)
     ddp = isinstance(wrapped, nn.parallel.DistributedDataParallel)
     last = min(opt.max_steps, stop_at) if stop_at is not None else opt.max_steps
@@ -402,6 +365,7 @@ def train(
     final: dict[str, float] = {}
 
     def checkpoint() -> None:
+        log.sync()  # the rows it covers are on disk before it is
         rank_state = {
             "leantrain": handle.state_dict(),
             "generator": gen.get_state(),
@@ -437,10 +401,9 @@ def train(
                     loss = wrapped(**_to(batch, device)).loss / opt.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
-        grad_norm = float("nan")
-        if opt.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), opt.grad_clip)
-            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        clip = opt.grad_clip if opt.grad_clip is not None else float("inf")  # inf: measure only
+        norm = torch.nn.utils.clip_grad_norm_(wrapped.parameters(), clip)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         schedules = handle.metrics()  # the schedule values this step used
@@ -469,8 +432,10 @@ def train(
             whole = recipe.eval.final_whole and step == opt.max_steps
             row.update(evaluate(model, data, recipe, device, whole=whole))
         reached = _reached(recipe, row, world, device)
-        if step % recipe.log_interval == 0 or "eval/loss" in row or step == last:
+        finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
+        if step % recipe.log_interval == 0 or "eval/loss" in row or step == last or not finite:
             log.write(step, row)
+        check_finite(step, {"loss": loss_value, "grad_norm": grad_norm})
         final = row
         if on_step is not None:
             on_step(StepEvent(step, loss_value, wrapped, seen, row))
@@ -490,7 +455,6 @@ def train(
         checkpoint()  # stopped early (resume later), or the end is off the interval
     if finished:
         _save_model(model, out, rank)
-    log.close()
     if dist.is_initialized():
         dist.barrier()
     return final

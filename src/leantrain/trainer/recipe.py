@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from leantrain.adopt.compose import TECHNIQUES, config_keys, enabled_techniques
 from leantrain.config import LeantrainConfig, load_config
 from leantrain.errors import ConfigError
+from leantrain.models import registered_model_types
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -43,6 +44,7 @@ _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 Task = Literal["causal_lm", "masked_lm", "sequence_classification", "image_classification"]
 GlueTask = Literal["sst2", "mrpc", "rte", "cola", "stsb"]
 _LM_TASKS = ("causal_lm", "masked_lm")
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _Spec(BaseModel):
@@ -71,6 +73,14 @@ class ModelSpec(_Spec):
     def _one_source(self) -> ModelSpec:
         if self.family is None and self.pretrained is None:
             raise ValueError("family: required unless model.pretrained is given")
+        known = registered_model_types()
+        if self.family is not None and self.family not in known:
+            near = difflib.get_close_matches(self.family, known, n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise ValueError(
+                f"model.family: got {self.family!r}; {hint}expected a model type leantrain knows "
+                f"the blocks of: {', '.join(known)}"
+            )
         return self
 
 
@@ -155,7 +165,7 @@ class OptimSpec(_Spec):
         description="LR decay after warmup; layer_tokens follows random-LTD's "
         "layer_token_lr_schedule.",
     )
-    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
+    betas: tuple[Beta, Beta] = Field(default=(0.9, 0.999), description="AdamW betas, in [0, 1).")
     eps: float = Field(default=1e-8, gt=0.0, description="AdamW epsilon.")
     weight_decay: float = Field(
         default=0.01, ge=0.0, description="Decoupled weight decay (matrices)."
@@ -217,7 +227,7 @@ class Recipe(_Spec):
         default=None, ge=1, description="Save a checkpoint every this many steps (and at the end)."
     )
     log_interval: int = Field(default=1, ge=1, description="Write metrics every this many steps.")
-    device: str = Field(
+    device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto (CUDA when present, else CPU), cpu or cuda."
     )
     parallel: Literal["ddp", "fsdp"] = Field(

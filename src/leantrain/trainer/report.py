@@ -72,11 +72,14 @@ def time_to_loss(rows: Sequence[dict[str, float]], target: float, x: str = "wall
     return math.nan
 
 
-def _fmt(value: float | str) -> str:
+def _fmt(value: float | str | None) -> str:
+    """A table cell: "-" where a run has no such value, "nan" where it logged NaN."""
+    if value is None:
+        return "-"
     if isinstance(value, str):
         return value
-    if value != value:  # NaN
-        return "-"
+    if value != value:
+        return "nan"
     if abs(value) >= 1e5:
         return f"{value / 1e6:.2f}M"
     if float(value).is_integer():
@@ -90,7 +93,7 @@ def format_table(rows: Sequence[dict[str, float | str]]) -> str:
     header = ["run", *[k for k in keys if k != "run"]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k, math.nan)) for k in header) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(k)) for k in header) + " |")
     if len(rows) > 1:
         base = rows[0]
         for r in rows[1:]:
