@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from leantrain.accounting import TokenCounter
+from leantrain.adopt.batch import resolve_batch_sizes
 from leantrain.adopt.compose import (
     apply_techniques,
     build_techniques,
@@ -45,8 +46,9 @@ def prepare(
 
     `config` is a DeepSpeed-style config (file or dict; a whole DeepSpeed file loads unchanged).
     `micro_batch_size` and `gradient_accumulation_steps` (defaults: the config's
-    `train_micro_batch_size_per_gpu` and `gradient_accumulation_steps`, else 1 step) size the
-    batch sampler and the token counts (else the config's `train_batch_size`); `rank` and
+    `train_micro_batch_size_per_gpu` and `gradient_accumulation_steps`, or derived from its
+    `train_batch_size` as DeepSpeed derives them, else 1 step) size the batch sampler and the
+    token counts; a `train_batch_size` they contradict is an error naming both; `rank` and
     `world_size` default to torch.distributed's; `layers` picks the block list for models the
     registry does not know; `seq_length` is the full sequence length of the data (default: from
     the config, or the first batch seen by `process_batch`).
@@ -55,19 +57,15 @@ def prepare(
     check_composition(cfg)
     ensure_plain_model(model, "leantrain.prepare")
     rank, world_size = _rank_and_world(rank, world_size)
-    if gradient_accumulation_steps is None:
-        gradient_accumulation_steps = _positive(cfg.model_extra, "gradient_accumulation_steps") or 1
-    if gradient_accumulation_steps < 1:
-        raise ConfigError(
-            f"gradient_accumulation_steps: got {gradient_accumulation_steps}; expected >= 1"
-        )
-    if micro_batch_size is None:
-        micro_batch_size = _positive(cfg.model_extra, "train_micro_batch_size_per_gpu")
-    samples_per_step = (
-        micro_batch_size * gradient_accumulation_steps * world_size
-        if micro_batch_size is not None
-        else _positive(cfg.model_extra, "train_batch_size")
+    sizes = resolve_batch_sizes(
+        cfg.model_extra,
+        micro_batch_size=micro_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        world_size=world_size,
     )
+    micro_batch_size = sizes.micro_batch_size
+    gradient_accumulation_steps = sizes.gradient_accumulation_steps
+    samples_per_step = sizes.global_batch_size
     blocks = find_block_list(model, layers)
     counter = TokenCounter()
     setup = Setup(
@@ -120,13 +118,3 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
             f"rank: got {rank} for world_size {world_size}; expected 0 <= rank < world_size"
         )
     return rank, world_size
-
-
-def _positive(extra: Mapping[str, Any] | None, key: str) -> int | None:
-    """An integer top-level key of a DeepSpeed config, or None."""
-    value = (extra or {}).get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}: got {value!r}; expected a positive integer")
-    return value

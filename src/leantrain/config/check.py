@@ -19,7 +19,8 @@ _DE = "data_efficiency"
 _BATCH_KEYS = {
     "train_micro_batch_size_per_gpu": "read by leantrain.prepare as the default micro batch size",
     "gradient_accumulation_steps": "read by leantrain.prepare as the default accumulation steps",
-    "train_batch_size": "read by leantrain.prepare to count tokens when no micro batch is given",
+    "train_batch_size": "read by leantrain.prepare: micro batch × accumulation × world size must "
+    "equal it (a missing micro batch or accumulation is derived from it, as in DeepSpeed)",
 }
 
 
