@@ -243,11 +243,15 @@ def convert_to_random_ltd(
         )
     section = "data_efficiency.data_routing.random_ltd"
     family = found.family
-    if family is not None and cfg.model_type is not None and cfg.model_type != family.kind:
-        raise ConfigError(
-            f"{section}.model_type: got {cfg.model_type!r}; {found.path} holds {family.kind} blocks"
-        )
     mask_arg = cfg.model_mask_name or (family.mask_arg if family else None)
+    # DeepSpeed reads model_type only to choose how to cut the mask, and DeepSpeedExamples' ViT
+    # configs say "decoder" (its mask-less path); leantrain gathers masks the same way for both,
+    # so a mismatch is refused only where there is a mask (a config written for another model).
+    kind = cfg.model_type
+    if family is not None and kind is not None and kind != family.kind and mask_arg is not None:
+        raise ConfigError(
+            f"{section}.model_type: got {kind!r}; {found.path} holds {family.kind} blocks"
+        )
     keep = cfg.keep_positions
     keep_positions = tuple(keep) if keep is not None else (family.keep_positions if family else ())
     plans = []
