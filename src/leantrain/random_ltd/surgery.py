@@ -9,6 +9,7 @@ tokens and its outputs are scattered back; dropped tokens pass through unchanged
 from __future__ import annotations
 
 import inspect
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from leantrain.surgery import (
 __all__ = [
     "TECHNIQUE",
     "LayerPlan",
+    "PaddingWatch",
     "RandomLTDConversion",
     "RandomLTDMixin",
     "convert_to_random_ltd",
@@ -50,11 +52,44 @@ __all__ = [
     "random_ltd_scheduler_of",
     "remove_random_ltd_state_dict",
     "revert_random_ltd",
+    "sample_non_padding_only",
 ]
 
 TECHNIQUE = "random_ltd"
 _PLAN_ATTR = "_leantrain_random_ltd"
+logger = logging.getLogger(__name__)
 _DEEPSPEED_WRAPPER = "random_ltd_layer"
+
+
+@dataclass(eq=False)
+class PaddingWatch:
+    """Warns once when most tokens a padding-blind draw kept are padding.
+
+    Checked on layer calls 1, 2, 4, 8, ... of a conversion (one host sync each, so a run of N
+    calls pays about log2(N) of them), and only while `sample_non_padding_only` is off.
+    """
+
+    calls: int = 0
+    warned: bool = False
+
+    def due(self) -> bool:
+        """Whether this layer call should be checked."""
+        self.calls += 1
+        return not self.warned and self.calls & (self.calls - 1) == 0
+
+    def check(self, layer_id: int, valid: Tensor, indices: Tensor) -> None:
+        """Warn if over half of the kept positions `indices` [B, r] are not `valid` [B, S]."""
+        padding = float((~valid).gather(1, indices).float().mean())
+        if padding > 0.5:
+            self.warned = True
+            logger.warning(
+                "random-LTD: %.0f%% of the tokens kept in block %d are padding, so the reserved "
+                "length is spent on padding (sample_non_padding_only is false: DeepSpeed's "
+                "padding-blind draw). Set data_efficiency.data_routing.random_ltd."
+                "sample_non_padding_only: true to keep real tokens first, or pad less",
+                100 * padding,
+                layer_id,
+            )
 
 
 @dataclass(eq=False)
@@ -73,6 +108,8 @@ class LayerPlan:
     keep_positions: tuple[int, ...]
     sample_non_padding_only: bool
     data_parallel_rank: int | None
+    #: Shared by the blocks of one conversion.
+    padding_watch: PaddingWatch = field(default_factory=PaddingWatch)
     #: The kept positions [B, r] of the last dropping forward (for inspection and tests).
     last_indices: Tensor | None = field(default=None, repr=False)
 
@@ -128,6 +165,8 @@ def _draw(
         key=rank_key(plan.rank()),
     )
     plan.last_indices = indices
+    if attend is None and isinstance(mask, Tensor) and plan.padding_watch.due():
+        plan.padding_watch.check(plan.layer_id, token_validity(mask, batch, seq_len), indices)
     return indices
 
 
@@ -254,6 +293,8 @@ def convert_to_random_ltd(
         )
     keep = cfg.keep_positions
     keep_positions = tuple(keep) if keep is not None else (family.keep_positions if family else ())
+    non_padding = sample_non_padding_only(cfg, family.kind if family else None)
+    watch = PaddingWatch()
     plans = []
     for layer_id in layer_ids:
         block = found.blocks[layer_id]
@@ -273,8 +314,9 @@ def convert_to_random_ltd(
             rotary_arg=family.rotary_arg if family else None,
             position_ids_arg=family.position_ids_arg if family else None,
             keep_positions=keep_positions,
-            sample_non_padding_only=cfg.sample_non_padding_only,
+            sample_non_padding_only=non_padding,
             data_parallel_rank=data_parallel_rank,
+            padding_watch=watch,
         )
         plans.append((block, plan))
     record_conversion(model, TECHNIQUE, RandomLTDConversion(found.path, layer_ids, scheduler))
@@ -282,6 +324,16 @@ def convert_to_random_ltd(
         add_mixin(block, RandomLTDMixin)
         block.__dict__[_PLAN_ATTR] = plan
     return model
+
+
+def sample_non_padding_only(cfg: RandomLTDConfig, kind: str | None) -> bool:
+    """Whether kept tokens are drawn among non-padding ones first: the config's
+    `sample_non_padding_only`, by default on for encoders (`kind`, the registry's kind of block,
+    else the config's `model_type`), whose padded batches would otherwise spend the reserved
+    length on padding, and off (DeepSpeed's draw) for decoders."""
+    if cfg.sample_non_padding_only is not None:
+        return cfg.sample_non_padding_only
+    return (kind or cfg.model_type) == "encoder"
 
 
 def converted_layer_ids(section: RandomLTDConfig, blocks: BlockList) -> tuple[int, ...]:
