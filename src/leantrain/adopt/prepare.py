@@ -17,9 +17,11 @@ from leantrain.adopt.compose import (
     build_techniques,
     check_composition,
     composition_facts,
+    enabled_techniques,
 )
 from leantrain.adopt.data import ShuffledBatchSampler
 from leantrain.adopt.handle import LeantrainHandle
+from leantrain.adopt.notices import say_what_is_off
 from leantrain.config import LeantrainConfig, load_config
 from leantrain.errors import ConfigError
 from leantrain.models import find_block_list
@@ -78,6 +80,8 @@ def prepare(
         train_dataset=train_dataset,
         counter=counter,
     )
+    if rank == 0:
+        say_what_is_off(cfg, enabled_techniques(cfg))
     techniques = build_techniques(cfg, setup)
     apply_techniques(model, techniques)
     handle = LeantrainHandle(
@@ -90,6 +94,7 @@ def prepare(
         num_layers=len(blocks),
         samples_per_step=samples_per_step,
         micro_batches=gradient_accumulation_steps * world_size if micro_batch_size else 1,
+        forwards_per_step=gradient_accumulation_steps,
         seq_length=seq_length if seq_length is not None else composition_facts(cfg).seq_length,
     )
     if handle.batch_sampler is None and train_dataset is not None and micro_batch_size is not None:
