@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import make_roberta_preln
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification
 
 import leantrain
 from leantrain.cli import main
 from leantrain.curriculum.index import CurriculumIndexError
-from tests.conftest import make_roberta_preln
 
 CONFIGS = Path(__file__).parents[2] / "examples" / "deepspeed_configs"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import make_gpt2
 from hypothesis import given
 from hypothesis import strategies as st
 
 import leantrain
 from leantrain.adopt.batch import resolve_batch_sizes
 from leantrain.errors import ConfigError
-from tests.conftest import make_gpt2
 
 sizes = st.integers(1, 64)
 
