@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import leantrain
-from leantrain.adopt.batch import resolve_batch_sizes
+from leantrain.config.batch import resolve_batch_sizes
 from leantrain.errors import ConfigError
 
 sizes = st.integers(1, 64)

@@ -11,7 +11,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from leantrain.accounting import TokenCounter
-from leantrain.adopt.batch import resolve_batch_sizes
 from leantrain.adopt.compose import (
     apply_techniques,
     build_techniques,
@@ -23,6 +22,7 @@ from leantrain.adopt.data import ShuffledBatchSampler
 from leantrain.adopt.handle import LeantrainHandle
 from leantrain.adopt.notices import say_what_is_off
 from leantrain.config import LeantrainConfig, load_config
+from leantrain.config.batch import resolve_batch_sizes
 from leantrain.errors import ConfigError
 from leantrain.models import find_block_list
 from leantrain.surgery import ensure_plain_model
