@@ -3,7 +3,7 @@
 The handle holds no technique logic and names no technique: it loops over the techniques
 `prepare` built (in composition order, `leantrain.adopt.compose`) to translate one event —
 `step()`, once per optimizer step — into their updates, to post-process batches, to count
-tokens (SPEC.md §4, one `TokenCounter`) and to save one versioned state (`leantrain.adopt.state`).
+tokens (Megatron-DeepSpeed's rule, one `TokenCounter`) and to save one versioned state (`leantrain.adopt.state`).
 """
 
 from __future__ import annotations

@@ -295,7 +295,7 @@ class LayerTokenLRScheduleConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _accept_singular(cls, data: Any) -> Any:
-        # SPEC.md and some examples spell it `total_layer_token`; DeepSpeed reads the plural.
+        # some examples spell it `total_layer_token`; DeepSpeed reads the plural.
         if isinstance(data, dict) and "total_layer_token" in data:
             data = dict(data)
             if "total_layer_tokens" in data:

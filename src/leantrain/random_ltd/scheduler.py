@@ -57,7 +57,7 @@ def layer_tokens_per_step(
     total_layer_num: int,
     random_ltd_layer_num: int,
 ) -> int:
-    """Layer-tokens one optimizer step consumes: B·(r·L_ltd + max·(L − L_ltd)) (SPEC.md §3)."""
+    """Layer-tokens one optimizer step consumes: B·(r·L_ltd + max·(L − L_ltd)) (DeepSpeed's formula)."""
     full_layers = total_layer_num - random_ltd_layer_num
     return global_batch_size * (reserved * random_ltd_layer_num + max_value * full_layers)
 

@@ -1,10 +1,11 @@
-"""The docs' code blocks are regions of the example scripts, so they cannot drift from code that
-runs (tests/examples/test_examples.py runs every script).
+"""The docs speak to users: their code blocks are regions of the example scripts, so they cannot
+drift from code that runs (tests/examples/test_examples.py runs every script), and they cite no
+file outside the repository.
 
 A fenced block right after `<!-- from examples/<file> [docs:<name>] -->` in the README, docs/ or
 a README beside the code must equal the lines between `# [docs:<name>]` and `# [/docs:<name>]`
 in that file, dedented, without `# fmt: skip` markers; every region is shown somewhere.
-`python tests/examples/test_docs_snippets.py --write` rewrites the blocks from the examples.
+`python tests/examples/test_docs.py --write` rewrites the blocks from the examples.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
-        *sorted((ROOT / "src").rglob("README.md")), ROOT / "recipes" / "README.md"]  # fmt: skip
+        *sorted((ROOT / "src").rglob("README.md")), ROOT / "recipes" / "README.md",
+        *sorted((ROOT / "examples").rglob("README.md")), ROOT / "benchmarks" / "README.md",
+        ROOT / "benchmarks" / "RESULTS.md"]  # fmt: skip
+#: What a user's clone does not have: the development workspace's shared folder and notes.
+OUTSIDE = ("../shared", "SPEC.md", "BENCHMARKS.md")
 BLOCK = re.compile(
     r"<!-- from (?P<file>\S+) \[docs:(?P<name>[\w-]+)\] -->\n```python\n(?P<code>.*?)```", re.S
 )
@@ -47,9 +52,7 @@ def test_every_docs_block_equals_its_example_region() -> None:
             assert code is not None, f"{doc}: no region [docs:{m['name']}] in {m['file']}"
             if m["code"] != code:
                 stale.append(f"{doc.relative_to(ROOT)}: [docs:{m['name']}] of {m['file']}")
-    assert not stale, "run `python tests/examples/test_docs_snippets.py --write`: " + ", ".join(
-        stale
-    )
+    assert not stale, "run `python tests/examples/test_docs.py --write`: " + ", ".join(stale)
 
 
 def test_every_example_region_is_shown_in_the_docs() -> None:
@@ -57,6 +60,17 @@ def test_every_example_region_is_shown_in_the_docs() -> None:
     for path in sorted((ROOT / "examples").glob("*.py")):
         for name in regions(path):
             assert (f"examples/{path.name}", name) in shown, f"{path.name} [docs:{name}]"
+
+
+def test_docs_cite_no_file_outside_the_repository() -> None:
+    cited = [
+        f"{doc.relative_to(ROOT)}:{n}: {word}"
+        for doc in DOCS
+        for n, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
+        for word in OUTSIDE
+        if word in line
+    ]
+    assert not cited
 
 
 def write() -> None:
