@@ -3,6 +3,8 @@ that turns nothing on are each said once; token counts that nothing needs are no
 
 from __future__ import annotations
 
+import copy
+import io
 import logging
 from typing import Any
 
@@ -159,3 +161,19 @@ def test_unknown_token_counts_warn_only_where_an_lr_follows_them(
         handle.step()
     (message,) = _messages(caplog)
     assert "token counts stay 0, so the LR that random-LTD sets by them does not move" in message
+
+
+def test_a_prepared_model_still_copies_and_pickles(caplog: pytest.LogCaptureFixture) -> None:
+    """The counter's hook rides along inert: no handle (nor its data loader) in the copy."""
+    model = make_gpt2()
+    handle = leantrain.prepare(
+        model, PLD, [{"input_ids": torch.arange(16)}] * 8, micro_batch_size=2
+    )
+    copied = copy.deepcopy(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    assert buffer.tell() > 0
+    with caplog.at_level(logging.WARNING, logger="leantrain"):
+        _train_forwards(copied, 30)
+    assert not _messages(caplog)
+    assert handle.model is model

@@ -51,13 +51,18 @@ class StepWatch:
     """Counts training forwards and processed batches since the last `handle.step()`; calls
     `warn(count)` once when either passes `limit`."""
 
-    def __init__(self, limit: int, warn: Callable[[int], None]) -> None:
+    def __init__(self, limit: int, warn: Callable[[int], None] | None) -> None:
         """`limit`: forwards (or batches) without a step that are surely a forgotten step."""
         self.limit = limit
         self._warn = warn
         self.forwards = 0
         self.batches = 0
         self.warned = False
+
+    def __getstate__(self) -> dict[str, object]:
+        """A copied or pickled model (`copy.deepcopy`, `torch.save(model)`) keeps an inert
+        counter: the handle stays out of the copy (its data loader is not picklable)."""
+        return {**self.__dict__, "_warn": None, "warned": True}
 
     def attach(self, model: nn.Module) -> RemovableHandle:
         """Count `model`'s training forwards (a pre-hook; remove it with the returned handle)."""
@@ -79,6 +84,6 @@ class StepWatch:
         self.forwards = self.batches = 0
 
     def _check(self, count: int) -> None:
-        if count > self.limit and not self.warned:
+        if count > self.limit and not self.warned and self._warn is not None:
             self.warned = True
             self._warn(count)
