@@ -3,7 +3,8 @@
 The handle holds no technique logic and names no technique: it loops over the techniques
 `prepare` built (in composition order, `leantrain.adopt.compose`) to translate one event —
 `step()`, once per optimizer step — into their updates, to post-process batches, to count
-tokens (Megatron-DeepSpeed's rule, one `TokenCounter`) and to save one versioned state (`leantrain.adopt.state`).
+tokens (Megatron-DeepSpeed's rule, one `TokenCounter`) and to save one versioned state
+(`leantrain.adopt.state`).
 """
 
 from __future__ import annotations
@@ -109,16 +110,16 @@ class LeantrainHandle:
         self._watch.stepped()
         return counted
 
-    def _warn_no_step(self, count: int) -> None:
-        """The schedules are stuck: `step()` was not called for `count` forwards or batches."""
+    def _warn_no_step(self, count: int, what: str) -> None:
+        """The schedules are stuck: `step()` was not called for `count` of `what`."""
         now = ", ".join(
             f"{k}={v:g}" for k, v in self.metrics().items() if not k.startswith("tokens/")
         )
         logger.warning(
-            "leantrain: %d training forwards since handle.step() was last called (global step "
-            "%d): call handle.step() once per optimizer step, or every schedule stays where it "
-            "is%s",
+            "leantrain: %d %s since handle.step() was last called (global step %d): call "
+            "handle.step() once per optimizer step, or every schedule stays where it is%s",
             count,
+            what,
             self.global_step,
             f" ({now})" if now else "",
         )

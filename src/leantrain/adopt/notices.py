@@ -49,9 +49,9 @@ def say_what_is_off(config: LeantrainConfig, enabled: Sequence[type[Technique]])
 
 class StepWatch:
     """Counts training forwards and processed batches since the last `handle.step()`; calls
-    `warn(count)` once when either passes `limit`."""
+    `warn(count, what)` once when either passes `limit`."""
 
-    def __init__(self, limit: int, warn: Callable[[int], None] | None) -> None:
+    def __init__(self, limit: int, warn: Callable[[int, str], None] | None) -> None:
         """`limit`: forwards (or batches) without a step that are surely a forgotten step."""
         self.limit = limit
         self._warn = warn
@@ -72,18 +72,18 @@ class StepWatch:
         if torch.compiler.is_compiling() or not module.training:
             return  # traced graphs stay free of the counter (no guard on it, no recompile)
         self.forwards += 1
-        self._check(self.forwards)
+        self._check(self.forwards, "training forwards")
 
     def batch(self) -> None:
         """One batch went through `handle.process_batch`."""
         self.batches += 1
-        self._check(self.batches)
+        self._check(self.batches, "batches through handle.process_batch")
 
     def stepped(self) -> None:
         """`handle.step()` was called: start counting again."""
         self.forwards = self.batches = 0
 
-    def _check(self, count: int) -> None:
+    def _check(self, count: int, what: str) -> None:
         if count > self.limit and not self.warned and self._warn is not None:
             self.warned = True
-            self._warn(count)
+            self._warn(count, what)
