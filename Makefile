@@ -24,8 +24,8 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks recipes
-	$(BIN)/ruff format --check src tests benchmarks recipes
+	$(BIN)/ruff check src tests benchmarks recipes examples
+	$(BIN)/ruff format --check src tests benchmarks recipes examples
 	$(BIN)/mypy src/leantrain
 
 bench: $(STAMP)

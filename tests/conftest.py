@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import multiprocessing
 import os
 import shutil
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -176,6 +178,27 @@ def tiny_model(arch: str) -> PreTrainedModel:
     """A freshly initialised tiny model of `arch` (seeded), in eval mode."""
     torch.manual_seed(0)
     return MODEL_FACTORIES[arch]()
+
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def load_script(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], ModuleType]:
+    """`load_script("name")` runs `benchmarks/name.py` (not a package) as module `name`,
+    registered in sys.modules while the test runs (dataclasses look their module up there), with
+    benchmarks/ on sys.path for its helper modules, as when it runs as a script."""
+
+    def load(name: str) -> ModuleType:
+        monkeypatch.syspath_prepend(str(BENCHMARKS))
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, name, module)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 SHARED_DATA = Path(

@@ -1,4 +1,4 @@
-"""Token accounting of one optimizer step when the techniques compose (SPEC.md §4).
+"""Token accounting of one optimizer step when the techniques compose (Megatron-DeepSpeed's rule).
 
 One formula, used by the handle, the trainer and the tests alike. A step is described by a
 `StepShape` that every technique edits in turn (`Technique.account`): a curriculum cuts the

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+import leantrain
 from leantrain.errors import LeantrainError
 
 __all__ = ["main"]
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cheaper transformer training: PLD, curriculum learning and random-LTD.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"leantrain {leantrain.__version__}")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for name, (module_name, help_text) in SUBCOMMANDS.items():

@@ -1,9 +1,12 @@
-"""The PyTorch Lightning recipe of docs/integrations.md, run in a real `lightning.Trainer`:
-every schedule advances once per optimizer step, and the handle's state rides in the checkpoint."""
+"""examples/lightning_module.py's module (the docs' Lightning code), run in a real
+`lightning.Trainer` with all three techniques: every schedule advances once per optimizer step,
+and the handle's state rides in the checkpoint."""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,12 +14,11 @@ from typing import Any
 import pytest
 import torch
 from conftest import all_three_sections, make_gpt2, make_inputs
-from torch import nn
 from torch.utils.data import Dataset
 
-import leantrain
-
 L = pytest.importorskip("lightning")
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 SEQ, STEPS = 32, 4
 
@@ -31,46 +33,30 @@ class Blocks(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i]}
+        return {"input_ids": self.ids[i], "labels": self.ids[i]}
 
 
-class Module(L.LightningModule):
-    """docs/integrations.md's LightningModule, with an optimizer and a probe for the test."""
-
-    def __init__(self, model: nn.Module, config: dict[str, Any], dataset: Dataset) -> None:
-        super().__init__()
-        self.handle = leantrain.prepare(model, config, dataset, micro_batch_size=4)
-        self.model = model
-
-    def train_dataloader(self) -> Any:
-        return self.handle.dataloader()
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        batch = self.handle.process_batch(batch)
-        return self.model(**batch, labels=batch["input_ids"]).loss
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        while self.handle.global_step < self.trainer.global_step:
-            self.handle.step()
-        self.log_dict(self.handle.metrics())
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["leantrain"] = self.handle.state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.handle.load_state_dict(checkpoint["leantrain"])
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-
-    def on_train_start(self) -> None:
-        self.started_at = self.handle.global_step  # the test's probe: restored before training
+@pytest.fixture(scope="module")
+def example_module() -> type:
+    """examples/lightning_module.py's LeantrainModule (the docs show it), imported as the script
+    imports its neighbours."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        return importlib.import_module("lightning_module").LeantrainModule
+    finally:
+        sys.path.remove(str(EXAMPLES))
 
 
-def _module() -> Module:
+def _module(module_class: type) -> Any:
+    """The example's module with a probe: the handle's step when training starts."""
+
+    class Probed(module_class):  # type: ignore[misc, valid-type]
+        def on_train_start(self) -> None:
+            self.started_at = self.handle.global_step  # restored before training
+
     torch.manual_seed(0)
     config = all_three_sections(gamma=0.1, curriculum_steps=STEPS, ltd_steps=STEPS)
-    return Module(make_gpt2(), config, Blocks())
+    return Probed(make_gpt2(), config, Blocks())
 
 
 def _trainer(root: Path, steps: int) -> Any:
@@ -97,8 +83,10 @@ def _quiet_lightning() -> Any:
         yield
 
 
-def test_lightning_trainer_steps_every_schedule_and_resumes(tmp_path: Path) -> None:
-    module = _module()
+def test_lightning_trainer_steps_every_schedule_and_resumes(
+    tmp_path: Path, example_module: type
+) -> None:
+    module = _module(example_module)
     trainer = _trainer(tmp_path, STEPS)
     trainer.fit(module)
     handle = module.handle
@@ -111,7 +99,7 @@ def test_lightning_trainer_steps_every_schedule_and_resumes(tmp_path: Path) -> N
 
     path = tmp_path / "last.ckpt"
     trainer.save_checkpoint(path)
-    resumed = _module()
+    resumed = _module(example_module)
     assert resumed.handle.global_step == 0
     _trainer(tmp_path, STEPS + 1).fit(resumed, ckpt_path=path)
     assert resumed.started_at == STEPS and resumed.handle.global_step == STEPS + 1

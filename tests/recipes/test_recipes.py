@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
+from leantrain.adopt.compose import enabled_techniques
 from leantrain.cli import main
 from leantrain.errors import ConfigError
 from leantrain.models import family_of_type
@@ -113,3 +115,37 @@ def test_pld_recipes_use_a_pre_ln_family() -> None:
     bert = families["bert_mlm_pld.yaml"]
     assert bert == "roberta-prelayernorm"
     assert all(f == bert for name, f in families.items() if name.startswith("glue_"))
+
+
+def _readme_baselines() -> list[list[str]]:
+    """The `leantrain train` commands of recipes/README.md's baseline block, as argv lists."""
+    text = (RECIPES / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- baselines:", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = block.replace("\\\n", " ").splitlines()
+    return [shlex.split(c)[1:] for c in commands if c.strip()]
+
+
+def test_readme_gives_a_baseline_for_every_recipe_with_a_technique() -> None:
+    named = {Path(argv[1]).name for argv in _readme_baselines()}
+    with_technique = {
+        path.name
+        for path in RECIPES.glob("*.yaml")
+        if any(
+            isinstance(v, dict) and v.get("enabled")
+            for v in yaml.safe_load(path.read_text()).values()
+        )
+    }
+    assert named == with_technique
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("argv", _readme_baselines(), ids=lambda a: Path(a[1]).stem)
+def test_readme_baselines_load_with_no_technique(
+    argv: list[str], shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each baseline command of the README is a valid recipe that turns every technique off."""
+    monkeypatch.setenv("LEANTRAIN_DATA_ROOT", str(shared_data))
+    assert argv[0] == "train"
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    recipe = load_recipe(Path(__file__).parents[2] / argv[1], overrides)
+    assert not enabled_techniques(recipe.config)

@@ -4,6 +4,7 @@ checkpointing, seq-first custom blocks, DeepSpeed checkpoints, errors and recomp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -152,6 +153,50 @@ def test_sampling_among_real_tokens_only() -> None:
     _out(model, inputs)
     for idx in kept_indices(model).values():
         assert idx is not None and inputs["attention_mask"].gather(1, idx).bool().all()
+
+
+def _mostly_padding(arch: str) -> dict[str, Tensor]:
+    """16-token rows with 3 real tokens each (SST-2 padded to 64 looks like this)."""
+    inputs = make_inputs(arch, batch=4)
+    inputs["attention_mask"] = torch.zeros_like(inputs["attention_mask"])
+    inputs["attention_mask"][:, :3] = 1
+    return inputs
+
+
+def test_encoders_keep_real_tokens_first_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    """BERT's padded batches would spend r on padding with DeepSpeed's draw; the default keeps
+    every real token (r = 8 > 3), with no warning."""
+    model, _ = _build("bert", "eager", keep_positions=[])
+    model.train()
+    inputs = _mostly_padding("bert")
+    with caplog.at_level(logging.WARNING, logger="leantrain"):
+        _out(model, inputs)
+    for idx in kept_indices(model).values():
+        assert idx is not None and int(inputs["attention_mask"].gather(1, idx).sum()) == 4 * 3
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("arch_name", "extra"),
+    [("bert", {"sample_non_padding_only": False}), ("gpt2", {})],
+    ids=["encoder-deepspeed-draw", "decoder-default"],
+)
+def test_a_padding_blind_draw_warns_once_when_it_keeps_mostly_padding(
+    arch_name: str, extra: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """DeepSpeed's draw (one key away for encoders, the default for decoders) keeps padding;
+    when most kept tokens are padding, one warning says which key changes that."""
+    model, _ = _build(arch_name, "eager", keep_positions=[], **extra)
+    model.train()
+    inputs = _mostly_padding(arch_name)
+    with caplog.at_level(logging.WARNING, logger="leantrain"):
+        for seed in range(6):
+            _out(model, inputs, seed=seed)
+    kept = [idx for idx in kept_indices(model).values() if idx is not None]
+    assert any(int(inputs["attention_mask"].gather(1, idx).sum()) < 4 * 3 for idx in kept)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1
+    assert "are padding" in warned[0] and "sample_non_padding_only: true" in warned[0]
 
 
 def test_ranks_draw_different_subsets_from_the_same_seed() -> None:

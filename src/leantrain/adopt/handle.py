@@ -3,7 +3,8 @@
 The handle holds no technique logic and names no technique: it loops over the techniques
 `prepare` built (in composition order, `leantrain.adopt.compose`) to translate one event —
 `step()`, once per optimizer step — into their updates, to post-process batches, to count
-tokens (SPEC.md §4, one `TokenCounter`) and to save one versioned state (`leantrain.adopt.state`).
+tokens (Megatron-DeepSpeed's rule, one `TokenCounter`) and to save one versioned state
+(`leantrain.adopt.state`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from leantrain.accounting import StepShape, StepTokens, TokenCounter
 from leantrain.adopt.compose import revert_techniques
 from leantrain.adopt.data import PostProcessedLoader, batch_seq_length
+from leantrain.adopt.notices import StepWatch
 from leantrain.adopt.state import handle_state, load_handle_state
 from leantrain.config import LeantrainConfig
 from leantrain.errors import ConfigError, LeantrainError
@@ -53,6 +55,7 @@ class LeantrainHandle:
         samples_per_step: int | None,
         seq_length: int | None,
         micro_batches: int = 1,
+        forwards_per_step: int = 1,
     ) -> None:
         """Built by `prepare`; not meant to be called directly."""
         self.model = model
@@ -77,6 +80,9 @@ class LeantrainHandle:
         self._micro_batches = micro_batches
         self._seq_length = seq_length
         self._warned_unknown_length = False
+        #: Warns once when training forwards keep coming without `step()`.
+        self._watch = StepWatch(10 * forwards_per_step + 10, self._warn_no_step)
+        self._watch_hook = self._watch.attach(model)
         self._set_step(0)
 
     def __repr__(self) -> str:
@@ -101,7 +107,22 @@ class LeantrainHandle:
         counted = self.step_tokens()
         self.counter.add(counted)
         self._set_step(self.global_step + 1)
+        self._watch.stepped()
         return counted
+
+    def _warn_no_step(self, count: int, what: str) -> None:
+        """The schedules are stuck: `step()` was not called for `count` of `what`."""
+        now = ", ".join(
+            f"{k}={v:g}" for k, v in self.metrics().items() if not k.startswith("tokens/")
+        )
+        logger.warning(
+            "leantrain: %d %s since handle.step() was last called (global step %d): call "
+            "handle.step() once per optimizer step, or every schedule stays where it is%s",
+            count,
+            what,
+            self.global_step,
+            f" ({now})" if now else "",
+        )
 
     def _set_step(self, step: int) -> None:
         """Put every technique at global step `step`."""
@@ -156,6 +177,7 @@ class LeantrainHandle:
 
     def process_batch(self, batch: Any) -> Any:
         """The batch as the current step uses it (e.g. cut to the curriculum's length)."""
+        self._watch.batch()
         if self._seq_length is None:
             self._seq_length = batch_seq_length(batch)
         for technique in self.techniques:
@@ -190,9 +212,14 @@ class LeantrainHandle:
         """Effective sequence length, tokens and expected layer-tokens of the current step."""
         if self._seq_length is None or self._samples_per_step is None:
             if not self._warned_unknown_length:
-                logger.warning(
-                    "leantrain: token counts stay 0: pass seq_length= and micro_batch_size= to "
-                    "prepare() (or send a batch through process_batch) to count tokens"
+                # only a technique whose LR follows the counts needs them: say so loudly there
+                kinds = [type(t) for t in self.techniques]
+                lr = [k.title(self.config) for k in kinds if k.schedules_lr(self.config)]
+                logger.log(
+                    logging.WARNING if lr else logging.DEBUG,
+                    "leantrain: token counts stay 0%s: pass seq_length= and micro_batch_size= "
+                    "to prepare() (or send a batch through process_batch) to count tokens",
+                    f", so the LR that {', '.join(lr)} sets by them does not move" if lr else "",
                 )
                 self._warned_unknown_length = True
             return StepTokens(0, 0, 0.0)
@@ -252,6 +279,7 @@ class LeantrainHandle:
     def revert(self) -> nn.Module:
         """Undo all surgery (reverse order) and return the plain model."""
         revert_techniques(self.model, list(self.techniques))
+        self._watch_hook.remove()
         return self.model
 
     def plain_state_dict(self) -> dict[str, torch.Tensor]:

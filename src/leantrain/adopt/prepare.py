@@ -16,10 +16,13 @@ from leantrain.adopt.compose import (
     build_techniques,
     check_composition,
     composition_facts,
+    enabled_techniques,
 )
 from leantrain.adopt.data import ShuffledBatchSampler
 from leantrain.adopt.handle import LeantrainHandle
+from leantrain.adopt.notices import say_what_is_off
 from leantrain.config import LeantrainConfig, load_config
+from leantrain.config.batch import resolve_batch_sizes
 from leantrain.errors import ConfigError
 from leantrain.models import find_block_list
 from leantrain.surgery import ensure_plain_model
@@ -45,8 +48,9 @@ def prepare(
 
     `config` is a DeepSpeed-style config (file or dict; a whole DeepSpeed file loads unchanged).
     `micro_batch_size` and `gradient_accumulation_steps` (defaults: the config's
-    `train_micro_batch_size_per_gpu` and `gradient_accumulation_steps`, else 1 step) size the
-    batch sampler and the token counts (else the config's `train_batch_size`); `rank` and
+    `train_micro_batch_size_per_gpu` and `gradient_accumulation_steps`, or derived from its
+    `train_batch_size` as DeepSpeed derives them, else 1 step) size the batch sampler and the
+    token counts; a `train_batch_size` they contradict is an error naming both; `rank` and
     `world_size` default to torch.distributed's; `layers` picks the block list for models the
     registry does not know, or one stack of a model with several (default None: the
     registry's; techniques that convert every stack take them all, the others the first, the
@@ -57,21 +61,15 @@ def prepare(
     check_composition(cfg)
     ensure_plain_model(model, "leantrain.prepare")
     rank, world_size = _rank_and_world(rank, world_size)
-    if gradient_accumulation_steps is None:
-        gradient_accumulation_steps = _positive(cfg.model_extra, "gradient_accumulation_steps") or 1
-    if gradient_accumulation_steps < 1:
-        raise ConfigError(
-            f"gradient_accumulation_steps: got {gradient_accumulation_steps}; expected >= 1"
-        )
-    if micro_batch_size is None:
-        micro_batch_size = _positive(cfg.model_extra, "train_micro_batch_size_per_gpu")
-    elif isinstance(micro_batch_size, bool) or micro_batch_size < 1:
-        raise ConfigError(f"micro_batch_size: got {micro_batch_size!r}; expected an integer >= 1")
-    samples_per_step = (
-        micro_batch_size * gradient_accumulation_steps * world_size
-        if micro_batch_size is not None
-        else _positive(cfg.model_extra, "train_batch_size")
+    sizes = resolve_batch_sizes(
+        cfg.model_extra,
+        micro_batch_size=micro_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        world_size=world_size,
     )
+    micro_batch_size = sizes.micro_batch_size
+    gradient_accumulation_steps = sizes.gradient_accumulation_steps
+    samples_per_step = sizes.global_batch_size
     blocks = find_block_list(model, layers)
     counter = TokenCounter()
     setup = Setup(
@@ -85,6 +83,8 @@ def prepare(
         counter=counter,
         layers=layers,
     )
+    if rank == 0:
+        say_what_is_off(cfg, enabled_techniques(cfg))
     techniques = build_techniques(cfg, setup)
     apply_techniques(model, techniques)
     handle = LeantrainHandle(
@@ -97,6 +97,7 @@ def prepare(
         num_layers=len(blocks),
         samples_per_step=samples_per_step,
         micro_batches=gradient_accumulation_steps * world_size if micro_batch_size else 1,
+        forwards_per_step=gradient_accumulation_steps,
         seq_length=seq_length if seq_length is not None else composition_facts(cfg).seq_length,
     )
     if handle.batch_sampler is None and train_dataset is not None and micro_batch_size is not None:
@@ -125,13 +126,3 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
             f"rank: got {rank} for world_size {world_size}; expected 0 <= rank < world_size"
         )
     return rank, world_size
-
-
-def _positive(extra: Mapping[str, Any] | None, key: str) -> int | None:
-    """An integer top-level key of a DeepSpeed config, or None."""
-    value = (extra or {}).get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}: got {value!r}; expected a positive integer")
-    return value

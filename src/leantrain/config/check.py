@@ -8,18 +8,22 @@ is still off (an enclosing switch).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
+from typing import NamedTuple
+
+from pydantic import BaseModel
 
 from leantrain.config.loader import LeantrainConfig
 
-__all__ = ["container_lines", "kept_key_lines", "why_off"]
+__all__ = ["OffSection", "container_lines", "kept_key_lines", "off_sections", "why_off"]
 
 _DE = "data_efficiency"
 #: DeepSpeed batch keys that `leantrain.prepare` reads when not given as arguments.
 _BATCH_KEYS = {
     "train_micro_batch_size_per_gpu": "read by leantrain.prepare as the default micro batch size",
     "gradient_accumulation_steps": "read by leantrain.prepare as the default accumulation steps",
-    "train_batch_size": "read by leantrain.prepare to count tokens when no micro batch is given",
+    "train_batch_size": "read by leantrain.prepare: micro batch × accumulation × world size must "
+    "equal it (a missing micro batch or accumulation is derived from it, as in DeepSpeed)",
 }
 
 
@@ -55,3 +59,31 @@ def why_off(config: LeantrainConfig, key: str) -> str:
     *enclosing, (_, section) = switches
     off = [name for name, on in enclosing if not on]
     return f" ({off[0]}.enabled is false)" if section and off else ""
+
+
+class OffSection(NamedTuple):
+    """A section a config gives that does not run, and why."""
+
+    key: str
+    why: str
+    #: The section says `enabled: true` but an enclosing switch is off (likely a mistake).
+    contradicts: bool
+
+
+def off_sections(config: LeantrainConfig, keys: Iterable[str]) -> list[OffSection]:
+    """Each dotted section key of `keys` that `config` gives (every part written in the file)
+    but that does not run: its `enabled` is false, or an enclosing switch is off."""
+    out = []
+    for key in keys:
+        node: object = config
+        for part in key.split("."):
+            if not isinstance(node, BaseModel) or part not in node.model_fields_set:
+                break
+            node = getattr(node, part)
+        else:
+            if not getattr(node, "enabled", True):
+                out.append(OffSection(key, f"{key}.enabled is false", contradicts=False))
+            elif enclosing := why_off(config, key):
+                why = f"{key}.enabled is true, but {enclosing.strip(' ()')}"
+                out.append(OffSection(key, why, contradicts=True))
+    return out

@@ -295,7 +295,7 @@ class LayerTokenLRScheduleConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _accept_singular(cls, data: Any) -> Any:
-        # SPEC.md and some examples spell it `total_layer_token`; DeepSpeed reads the plural.
+        # some examples spell it `total_layer_token`; DeepSpeed reads the plural.
         if isinstance(data, dict) and "total_layer_token" in data:
             data = dict(data)
             if "total_layer_tokens" in data:
@@ -339,8 +339,10 @@ class RandomLTDConfig(Section):
         description="leantrain extension: positions never dropped (default: the model family's, "
         "e.g. the CLS token of BERT/ViT).",
     )
-    sample_non_padding_only: bool = Field(
-        False, description="leantrain extension: draw kept tokens among non-padding ones only."
+    sample_non_padding_only: bool | None = Field(
+        None,
+        description="leantrain extension: draw kept tokens among non-padding ones first "
+        "(default: true for encoders; false, DeepSpeed's padding-blind draw, for decoders).",
     )
 
     @model_validator(mode="after")

@@ -4,9 +4,9 @@ Example (SST-2 tokenised with a local BERT vocabulary)::
 
     source:
       kind: text
-      path: ../shared/data/glue/SST-2/train.tsv
+      path: data/glue/SST-2/train.tsv
       text_column: sentence
-      tokenizer: {kind: bert, vocab_file: ../shared/data/tokenizers/bert-base-uncased/vocab.txt}
+      tokenizer: {kind: bert, vocab_file: data/tokenizers/bert-base-uncased/vocab.txt}
     output_dir: runs/sst2-index
     metrics: [seqlen, vocab_rarity]
     num_workers: 2

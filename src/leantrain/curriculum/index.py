@@ -181,6 +181,14 @@ def write_index(
     return final
 
 
+def index_absent(path: str | Path) -> bool:
+    """Whether nothing is at a config's index path: neither the path (a folder, a file in it or a
+    prefix in it) nor a finished index in its parent folder. DeepSpeedExamples' scripts write
+    `"dummy"` there for metrics whose index DeepSpeed never opens."""
+    p = Path(path)
+    return not p.exists() and not (p.parent / "manifest.json").is_file()
+
+
 def resolve_index_dir(path: str | Path) -> Path:
     """The metric folder for a config path: the folder, a file in it, or a prefix in it."""
     p = Path(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,12 +28,14 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from leantrain.config import CurriculumLearningConfig, CurriculumMetricConfig, resolve
-from leantrain.curriculum.index import CurriculumIndex
+from leantrain.curriculum.index import CurriculumIndex, index_absent
 from leantrain.curriculum.permute import mix64, permute
 from leantrain.curriculum.scheduler import CurriculumScheduler
 from leantrain.errors import ConfigError, LeantrainError, check_state_version
 
 __all__ = ["CurriculumSampler"]
+
+logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 SNAPSHOTS = 1024  # recent per-step cluster positions kept for state_dict(consumed_micro_batches)
@@ -97,9 +100,12 @@ class CurriculumSampler(Sampler[list[int]]):
 
     `config`: a DeepSpeed config (path, dict or `LeantrainConfig`) or its
     `curriculum_learning` section (typed or a dict); `schedulers` are the metrics' difficulty
-    schedules when their owner shares them (default: built here). Metrics with an index (`index_to_sample_path`, or `indexes`)
-    filter samples; metrics without one (DeepSpeed's `seqlen_truncate` with `single_cluster`)
-    only report a difficulty, e.g. for `truncate_batch`. Global batch = micro_batch_size ×
+    schedules when their owner shares them (default: built here). Metrics with an index
+    (`index_to_sample_path`, or `indexes`) filter samples; metrics without one (DeepSpeed's
+    `seqlen_truncate` with `single_cluster`) only report a difficulty, e.g. for
+    `truncate_batch`. A `single_cluster` metric whose index path names nothing on disk (the
+    `"dummy"` of DeepSpeedExamples' scripts) has no index, with one warning: DeepSpeed never
+    opens the index of a `single_cluster` metric. Global batch = micro_batch_size ×
     world_size × gradient_accumulation_steps. `shard=False` yields every rank's micro-batch in
     rank order (for Accelerate / HF Trainer, which shard batch samplers themselves).
     Each index must be of its metric (the config key, or "voc" for vocab_rarity); with
@@ -188,6 +194,18 @@ class CurriculumSampler(Sampler[list[int]]):
                         f"indexes.{name}: an index of metric {index.name!r} ({index.path}); "
                         f"expected the {expected!r} index"
                     )
+            elif (
+                source is not None
+                and cfg.clustering_type == "single_cluster"
+                and index_absent(source)
+            ):
+                logger.warning(
+                    "curriculum_metrics.%s.index_to_sample_path: nothing at %r; ignored, as "
+                    "DeepSpeed ignores the index of a 'single_cluster' metric: the metric paces "
+                    "its difficulty and admits every sample",
+                    name,
+                    str(source),
+                )
             elif source is not None:
                 index = CurriculumIndex.load(source, verify=verify, metric=expected)
             elif cfg.clustering_type == "schedule_based":

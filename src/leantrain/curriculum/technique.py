@@ -21,6 +21,7 @@ from leantrain.config import (
     LegacyCurriculumConfig,
 )
 from leantrain.config.check import why_off
+from leantrain.curriculum.index import index_absent
 from leantrain.curriculum.sampler import CurriculumSampler
 from leantrain.curriculum.scheduler import CurriculumScheduler, CurriculumSchedules, difficulty_at
 from leantrain.curriculum.seqlen import reshape_batch, truncate_batch
@@ -301,11 +302,29 @@ def _pacing(section: Paced, at_step: int) -> str:
 
 
 def _metric_text(name: str, metric: CurriculumMetricConfig, at_step: int) -> str:
+    """What a Data Efficiency metric does: cut batches, admit samples by its index, or only
+    pace a difficulty (a `single_cluster` metric without an index, as DeepSpeed's always is)."""
+    path = metric.index_to_sample_path
+    single = metric.clustering_type == "single_cluster"
+    uses = []
     if name in TRUNCATING_METRICS:
         how = "truncates" if name == "seqlen_truncate" else "reshapes"
-        use = f"{how} every batch to the current length, no index needed"
-    elif metric.index_to_sample_path or metric.index_to_metric_path:
-        use = f"admits samples by {metric.difficulty_type} from the index {metric.index_to_sample_path}"
+        uses.append(f"{how} every batch to the current length")
+    if path is not None and single and index_absent(path):
+        uses.append(
+            f"index {path!r} not found: ignored, as DeepSpeed ignores a single_cluster metric's "
+            "index; admits every sample"
+        )
+    elif path is not None:
+        uses.append(f"admits samples by {metric.difficulty_type} from the index {path}")
+    elif name in TRUNCATING_METRICS:
+        uses.append("no index needed")
+    elif single:
+        uses.append("no index: paces its difficulty only, admits every sample")
     else:
-        use = f"admits samples by {metric.difficulty_type}; run `leantrain analyze` to build its index"
-    return f"metric {name} ({use}, {metric.clustering_type}): {_pacing(metric, at_step)}"
+        uses.append(
+            f"admits samples by {metric.difficulty_type}; run `leantrain analyze` to build its index"
+        )
+    return (
+        f"metric {name} ({', '.join(uses)}, {metric.clustering_type}): {_pacing(metric, at_step)}"
+    )

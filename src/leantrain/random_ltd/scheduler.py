@@ -11,8 +11,11 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+
 from leantrain.accounting import TokenCounter
-from leantrain.config import RandomLTDConfig, resolve
+from leantrain.config import LeantrainConfig, RandomLTDConfig, Resolved, resolve
+from leantrain.config.batch import resolve_batch_sizes
 from leantrain.errors import ConfigError, LeantrainError, check_state_version
 
 __all__ = [
@@ -54,7 +57,7 @@ def layer_tokens_per_step(
     total_layer_num: int,
     random_ltd_layer_num: int,
 ) -> int:
-    """Layer-tokens one optimizer step consumes: B·(r·L_ltd + max·(L − L_ltd)) (SPEC.md §3)."""
+    """Layer-tokens one optimizer step consumes: B·(r·L_ltd + max·(L − L_ltd)) (DeepSpeed's formula)."""
     full_layers = total_layer_num - random_ltd_layer_num
     return global_batch_size * (reserved * random_ltd_layer_num + max_value * full_layers)
 
@@ -66,8 +69,13 @@ def resolve_random_ltd_config(config: Any) -> RandomLTDConfig:
     with `data_efficiency`, or `LeantrainConfig`, where random-LTD must be enabled), or a
     `RandomLTDScheduler`.
     """
+    return _resolve(config).section
+
+
+def _resolve(config: Any) -> Resolved[RandomLTDConfig]:
+    """`resolve_random_ltd_config`, keeping the whole config when one was given."""
     if isinstance(config, RandomLTDScheduler):
-        return config.config
+        return Resolved(config.config, None)
     resolved = resolve(
         config,
         RandomLTDConfig,
@@ -78,10 +86,9 @@ def resolve_random_ltd_config(config: Any) -> RandomLTDConfig:
             f"{_SECTION}: random-LTD is not enabled (data_efficiency.enabled, "
             "data_routing.enabled and random_ltd.enabled must all be true)"
         )
-    section = resolved.section
-    if section.random_ltd_schedule is None:
+    if resolved.section.random_ltd_schedule is None:
         raise ConfigError(f"{_SECTION}.random_ltd_schedule: required (min_value, max_value, ...)")
-    return section
+    return resolved
 
 
 class RandomLTDScheduler:
@@ -91,7 +98,9 @@ class RandomLTDScheduler:
     before the forward passes of that step; converted layers read `current_seq` at every
     forward. Counting layer-tokens needs the layer counts and the global batch: from the keyword
     arguments (as `leantrain.prepare` builds it, complete), else from the config's
-    `total_layer_num`, `random_ltd_layer_num` and `global_batch_size`; `convert_to_random_ltd`
+    `total_layer_num`, `random_ltd_layer_num` and `global_batch_size` (for a whole DeepSpeed
+    file without it, from `train_batch_size` and the other batch keys, as DeepSpeed's engine
+    fills it in); `convert_to_random_ltd`
     fills in layer counts a scheduler was built without. With `counter` (the handle's), the
     scheduler reads that one count instead of keeping DeepSpeed's own (which ignores PLD and
     curriculum lengths), so its LR schedule and the training loop agree.
@@ -106,7 +115,8 @@ class RandomLTDScheduler:
         global_batch_size: int | None = None,
         counter: TokenCounter | None = None,
     ) -> None:
-        self.config = resolve_random_ltd_config(config)
+        resolved = _resolve(config)
+        self.config = resolved.section
         schedule = self.config.random_ltd_schedule
         assert schedule is not None  # resolve_random_ltd_config guarantees it
         self.min_value = schedule.min_value
@@ -120,6 +130,9 @@ class RandomLTDScheduler:
         )
         if total_layer_num is not None and random_ltd_layer_num is not None:
             self.set_layer_counts(total_layer_num, random_ltd_layer_num)
+        if global_batch_size is None and self.config.global_batch_size is None and resolved.config:
+            # a whole DeepSpeed file: its engine sets random-LTD's global batch from the batch keys
+            global_batch_size = _file_global_batch(resolved.config)
         self.global_batch_size = _global_batch(self.config.global_batch_size, global_batch_size)
         self.current_step = -1
         self.current_seq = self.reserved_length(0)
@@ -239,6 +252,20 @@ class RandomLTDScheduler:
         self.current_seq = int(state["current_value"])
         if self._counts:  # a shared counter is restored by its owner
             self._counter.layer_tokens = float(state["consumed_layer_tokens"])
+
+
+def _file_global_batch(config: LeantrainConfig) -> int | None:
+    """Samples per optimizer step from a whole config's batch keys (`train_batch_size`, or micro
+    batch × accumulation × world size), as DeepSpeed's engine hands them to random-LTD."""
+    dist = torch.distributed
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    sizes = resolve_batch_sizes(
+        config.model_extra,
+        micro_batch_size=None,
+        gradient_accumulation_steps=None,
+        world_size=world,
+    )
+    return sizes.global_batch_size
 
 
 def _global_batch(configured: int | None, real: int | None) -> int | None:

@@ -8,6 +8,7 @@ tokens and its outputs are scattered back; dropped tokens pass through unchanged
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from leantrain.surgery import (
 __all__ = [
     "TECHNIQUE",
     "LayerPlan",
+    "PaddingWatch",
     "RandomLTDConversion",
     "RandomLTDMixin",
     "convert_to_random_ltd",
@@ -52,14 +54,47 @@ __all__ = [
     "random_ltd_scheduler_of",
     "remove_random_ltd_state_dict",
     "revert_random_ltd",
+    "sample_non_padding_only",
 ]
 
 TECHNIQUE = "random_ltd"
 _PLAN_ATTR = "_leantrain_random_ltd"
+logger = logging.getLogger(__name__)
 _DEEPSPEED_WRAPPER = "random_ltd_layer"
 #: Flash-attention "varlen" keywords: the batch is packed into one unpadded row that these
 #: cut into sequences; the kept tokens would need new offsets, which random-LTD does not build.
 _PACKED_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "seq_idx")
+
+
+@dataclass(eq=False)
+class PaddingWatch:
+    """Warns once when most tokens a padding-blind draw kept are padding.
+
+    Checked on layer calls 1, 2, 4, 8, ... of a conversion (one host sync each, so a run of N
+    calls pays about log2(N) of them), and only while `sample_non_padding_only` is off.
+    """
+
+    calls: int = 0
+    warned: bool = False
+
+    def due(self) -> bool:
+        """Whether this layer call should be checked."""
+        self.calls += 1
+        return not self.warned and self.calls & (self.calls - 1) == 0
+
+    def check(self, layer_id: int, valid: Tensor, indices: Tensor) -> None:
+        """Warn if over half of the kept positions `indices` [B, r] are not `valid` [B, S]."""
+        padding = float((~valid).gather(1, indices).float().mean())
+        if padding > 0.5:
+            self.warned = True
+            logger.warning(
+                "random-LTD: %.0f%% of the tokens kept in block %d are padding, so the reserved "
+                "length is spent on padding (sample_non_padding_only is false: DeepSpeed's "
+                "padding-blind draw). Set data_efficiency.data_routing.random_ltd."
+                "sample_non_padding_only: true to keep real tokens first, or pad less",
+                100 * padding,
+                layer_id,
+            )
 
 
 @dataclass(eq=False)
@@ -87,6 +122,8 @@ class LayerPlan:
     index: int = 0
     #: Set for a block shared across depths: which depth the current call runs at.
     depth: DepthCounter | None = None
+    #: Shared by the blocks of one conversion.
+    padding_watch: PaddingWatch = field(default_factory=PaddingWatch)
     #: Kept positions [B, r] of each depth's last dropping forward (inspection and tests).
     last_indices: dict[int, Tensor] = field(default_factory=dict, repr=False)
     #: Kept positions of the latest dropping call (the MoE router taps read them).
@@ -165,6 +202,8 @@ def _draw(
     ).expand(batch, reserved)
     plan.last_indices[depth] = indices
     plan.current = indices
+    if attend is None and isinstance(mask, Tensor) and plan.padding_watch.due():
+        plan.padding_watch.check(depth, token_validity(mask, batch, seq_len), indices)
     return indices
 
 
@@ -283,8 +322,11 @@ def _family_name(found: BlockList) -> str:
     return model_type if isinstance(model_type, str) else found.family.model_types[0]
 
 
-def _check_stack(found: BlockList, cfg: Any, layer_ids: tuple[int, ...], section: str) -> None:
-    """Refuse stacks and layers the family says random-LTD cannot route."""
+def _check_stack(
+    found: BlockList, cfg: Any, layer_ids: tuple[int, ...], section: str, mask_arg: str | None
+) -> None:
+    """Refuse stacks and layers the family says random-LTD cannot route, and a `model_type`
+    that contradicts the blocks where it matters."""
     stack = found.stack
     name = _family_name(found)
     if stack is not None and stack.random_ltd is not None:
@@ -295,7 +337,11 @@ def _check_stack(found: BlockList, cfg: Any, layer_ids: tuple[int, ...], section
             f"{section}.random_ltd_layer_id: {name} block {min(refused)} cannot drop tokens: "
             f"{refused[min(refused)]}"
         )
-    if stack is not None and cfg.model_type is not None and cfg.model_type != stack.kind:
+    # DeepSpeed reads model_type only to choose how to cut the mask, and DeepSpeedExamples' ViT
+    # configs say "decoder" (its mask-less path); leantrain gathers masks the same way for both,
+    # so a mismatch is refused only where there is a mask (a config written for another model).
+    kind = cfg.model_type
+    if stack is not None and kind is not None and kind != stack.kind and mask_arg is not None:
         raise ConfigError(
             f"{section}.model_type: got {cfg.model_type!r}; {found.path} holds {stack.kind} blocks"
         )
@@ -332,14 +378,16 @@ def convert_to_random_ltd(
             cfg, total_layer_num=len(found), random_ltd_layer_num=len(layer_ids)
         )
     section = "data_efficiency.data_routing.random_ltd"
-    _check_stack(found, cfg, layer_ids, section)
     stack, family = found.stack, found.family
     mask_arg = cfg.model_mask_name or (stack.mask_arg if stack else None)
+    _check_stack(found, cfg, layer_ids, section, mask_arg)
     routes: dict[str, Route] = dict(stack.routes) if stack else {}
     if mask_arg is not None:
         routes[mask_arg] = "pairs"
     keep = cfg.keep_positions
     keep_positions = tuple(keep) if keep is not None else (stack.keep_positions if stack else ())
+    non_padding = sample_non_padding_only(cfg, stack.kind if stack else None)
+    watch = PaddingWatch()
     depth = DepthCounter(found, "random-LTD") if found.shared else None
     by_block: dict[nn.Module, set[int]] = {}
     for i in layer_ids:  # depth i runs block i (or, when shared, block i·G // L of G)
@@ -360,13 +408,14 @@ def convert_to_random_ltd(
             mask_arg=mask_arg,
             routes=routes,
             keep_positions=keep_positions,
-            sample_non_padding_only=cfg.sample_non_padding_only,
+            sample_non_padding_only=non_padding,
             data_parallel_rank=data_parallel_rank,
             family=_family_name(found),
             echo=dict(stack.echo_outputs) if stack else {},
             shared_draw=stack.shared_draw if stack else False,
             index=min(ids),
             depth=depth,
+            padding_watch=watch,
         )
         plans.append((block, plan))
     hooks: list[Any] = [depth] if depth else []
@@ -381,6 +430,16 @@ def convert_to_random_ltd(
         add_mixin(block, RandomLTDMixin)
         block.__dict__[_PLAN_ATTR] = plan
     return model
+
+
+def sample_non_padding_only(cfg: RandomLTDConfig, kind: str | None) -> bool:
+    """Whether kept tokens are drawn among non-padding ones first: the config's
+    `sample_non_padding_only`, by default on for encoders (`kind`, the registry's kind of block,
+    else the config's `model_type`), whose padded batches would otherwise spend the reserved
+    length on padding, and off (DeepSpeed's draw) for decoders."""
+    if cfg.sample_non_padding_only is not None:
+        return cfg.sample_non_padding_only
+    return (kind or cfg.model_type) == "encoder"
 
 
 def converted_layer_ids(section: RandomLTDConfig, blocks: BlockList) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from leantrain.accounting import StepShape
-from leantrain.config import LeantrainConfig
+from leantrain.config import LeantrainConfig, RandomLTDConfig
 from leantrain.config.check import why_off
 from leantrain.errors import ConfigError
 from leantrain.models import BlockList
@@ -128,7 +128,8 @@ class RandomLTDTechnique(Technique):
             f"{_ranges(ids)} ({len(ids)} of {num_layers}) keep r of {full} tokens, r "
             f"{schedule.min_value} → {full} by {schedule.schedule_type} over "
             f"{params.require_steps} steps in multiples of {params.seq_per_step}; "
-            f"r({at_step})={at(at_step)}; layer-tokens at step 0: {100 * kept:.1f}% of full{lr_text}"
+            f"r({at_step})={at(at_step)}; layer-tokens at step 0: {100 * kept:.1f}% of full; "
+            f"{_draw_text(ltd)}{lr_text}"
         ]
 
     @classmethod
@@ -203,6 +204,17 @@ class RandomLTDTechnique(Technique):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the scheduler's state."""
         self.scheduler.load_state_dict(state)
+
+
+def _draw_text(ltd: RandomLTDConfig) -> str:
+    """Which tokens are drawn: real ones first, or DeepSpeed's padding-blind draw."""
+    real, blind = "real tokens kept before padding", "padding-blind draw (DeepSpeed's)"
+    if ltd.sample_non_padding_only is not None:
+        return real if ltd.sample_non_padding_only else blind
+    if ltd.model_type is None:
+        return f"{real} for encoders, {blind} for decoders (sample_non_padding_only unset)"
+    chosen = real if ltd.model_type == "encoder" else blind
+    return f"{chosen}, the default for {ltd.model_type}s"
 
 
 def _ranges(ids: list[int]) -> str:
