@@ -33,8 +33,7 @@ from leantrain.random_ltd import (
     remove_random_ltd_state_dict,
     revert_random_ltd,
 )
-
-__version__ = "0.1.0"
+from leantrain.version import __version__
 
 __all__ = [
     "ConfigError",

@@ -27,7 +27,7 @@ RECIPES: list[tuple[str, list[str], list[str], type[Exception], str]] = [
     ("beta below 0", ["optim.betas=[-0.1, 0.9]"], [], ConfigError, "optim.betas.0: got -0.1"),
     ("unknown device", ["device=tpu"], [], ConfigError, "device: got 'tpu'"),
     ("no blocks", ["model.config.n_layer=0"], [], ConfigError, "model.config.n_layer: got 0"),
-    ("unknown family", ["model.family=gpt9"], [], ConfigError, "model.family: got 'gpt9'; did you mean 'gpt2'?"),
+    ("unknown family", ["model.family=bertt"], [], ConfigError, "model.family: got 'bertt'; did you mean 'bert'?"),
     ("gpt2 positions", ["data.seq_len=128"], [], ConfigError, "model.config.n_positions: got 64"),
     (
         "llama positions",

@@ -300,7 +300,7 @@ def test_summaries_print_nan_instead_of_dropping_it(
     summary, and `leantrain report` showed NaN as "-", like a value never logged."""
     import leantrain.trainer.loop as loop
 
-    monkeypatch.setattr(loop, "evaluate", lambda *args: {"eval/loss": math.nan})
+    monkeypatch.setattr(loop, "evaluate", lambda *args, **kwargs: {"eval/loss": math.nan})
     path = write_recipe(tmp_path / "r.yaml", recipe)
     assert main(["train", str(path), "--no-progress", "--max-steps", "3"]) == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]

@@ -2,7 +2,7 @@
 
 Layers, bottom to top: errors and files (crash-safe writes); config; the shared technique layer
 (models, surgery, accounting, the `Technique` protocol); the technique folders (pld, curriculum,
-random_ltd), which never import each other; adopt (the only place that lists them, in `adopt/compose.py`); trainer and demo; the
+random_ltd), which never import each other; adopt (the only place that lists them, in `adopt/compose.py`); trainer, compare and demo; the
 command line and the package root. Every import, including those inside functions, is read from
 the source with `ast`.
 """
@@ -20,6 +20,7 @@ SRC = Path(__file__).parents[2] / "src" / "leantrain"
 LAYERS = {
     "errors": 0,
     "files": 0,
+    "version": 0,
     "config": 1,
     "models": 2,
     "surgery": 2,
@@ -30,6 +31,7 @@ LAYERS = {
     "random_ltd": 4,
     "adopt": 5,
     "trainer": 6,
+    "compare": 6,
     "demo": 6,
     "cli": 7,
     "__init__": 7,

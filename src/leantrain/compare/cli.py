@@ -36,6 +36,7 @@ from leantrain.compare.summary import (
     write_json,
 )
 from leantrain.errors import ConfigError
+from leantrain.version import __version__
 
 __all__ = ["QUICK", "add_arguments", "compare", "run"]
 
@@ -67,13 +68,11 @@ def compare(
     analysis = analyse(results, arms, z=z)
     import torch
 
-    import leantrain
-
     meta = {
         "source": source,
         "command": " ".join(["leantrain", *sys.argv[1:]]) if sys.argv else "",
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "leantrain": leantrain.__version__,
+        "leantrain": __version__,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "fixed": list(fixed),

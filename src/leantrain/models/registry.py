@@ -67,6 +67,9 @@ class Stack:
     kind: Literal["encoder", "decoder"]
     #: Name of the block forward's attention-mask argument (None: the block takes no mask).
     mask_arg: str | None = "attention_mask"
+    #: Image patches: never padded, so a mask is rare and random-LTD's `model_type` (which
+    #: DeepSpeed reads only to cut masks) may say either kind, as DeepSpeedExamples' ViT configs do.
+    patches: bool = False
     #: Every other argument that carries per-token or per-pair data, and how it follows the
     #: kept tokens. Tensor arguments sized by the sequence that are named nowhere are refused.
     routes: Mapping[str, Route] = field(default_factory=dict)

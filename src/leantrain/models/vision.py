@@ -1,6 +1,7 @@
 """Vision transformers: patch tokens with a class token (and DeiT's distillation token) up front.
 
-They take no mask; random-LTD keeps the special tokens by default, so the heads that read them
+Their models pass no mask in use (images have no padding), so a DeepSpeed config may give
+random-LTD either `model_type`. Random-LTD keeps the special tokens by default, so the heads that read them
 always see them. Windowed, hierarchical models (Swin) keep PLD only: see `SWIN`.
 """
 
@@ -13,7 +14,7 @@ __all__ = ["DEIT", "SWIN", "VIT"]
 VIT = register_family(
     ModelFamily(
         model_types=("vit", "dinov2"),
-        stacks=(Stack(("layers", "encoder.layer"), "encoder", keep_positions=(0,)),),
+        stacks=(Stack(("layers", "encoder.layer"), "encoder", keep_positions=(0,), patches=True),),
         notes="the class token is always kept",
     )
 )
@@ -21,7 +22,7 @@ VIT = register_family(
 DEIT = register_family(
     ModelFamily(
         model_types=("deit",),
-        stacks=(Stack(("layers",), "encoder", keep_positions=(0, 1)),),
+        stacks=(Stack(("layers",), "encoder", keep_positions=(0, 1), patches=True),),
         notes="the class and distillation tokens are always kept",
     )
 )

@@ -339,9 +339,10 @@ def _check_stack(
         )
     # DeepSpeed reads model_type only to choose how to cut the mask, and DeepSpeedExamples' ViT
     # configs say "decoder" (its mask-less path); leantrain gathers masks the same way for both,
-    # so a mismatch is refused only where there is a mask (a config written for another model).
+    # so a mismatch is refused only where masks are in use (a config written for another model).
     kind = cfg.model_type
-    if stack is not None and kind is not None and kind != stack.kind and mask_arg is not None:
+    masked = mask_arg is not None and not (stack is not None and stack.patches)
+    if stack is not None and kind is not None and kind != stack.kind and masked:
         raise ConfigError(
             f"{section}.model_type: got {cfg.model_type!r}; {found.path} holds {stack.kind} blocks"
         )
