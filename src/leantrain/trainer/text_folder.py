@@ -58,7 +58,8 @@ class FolderCorpus(BaseModel):
     )
     cache_dir: str | None = Field(
         default=None,
-        description="Where token streams are cached (default ~/.cache/leantrain/tokens).",
+        description="Where token streams are cached (default $XDG_CACHE_HOME/leantrain/tokens, "
+        "else ~/.cache/leantrain/tokens).",
     )
 
 
@@ -216,12 +217,18 @@ def folder_streams(spec: DataSpec, tokenizer: Any, split: str) -> tuple[np.ndarr
         "files": {s: [(f.name, f.size, f.mtime_ns) for f in fs] for s, fs in parts.items()},
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    base = Path(corpus.cache_dir or Path.home() / ".cache" / "leantrain" / "tokens").expanduser()
-    folder = base / digest
+    folder = _cache_base(corpus) / digest
     if not (folder / "meta.json").is_file():
         _build(folder, parts, shares, tokenizer, corpus.max_tokens)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     return _read_stream(folder, "train", meta), _read_stream(folder, split, meta)
+
+
+def _cache_base(corpus: FolderCorpus) -> Path:
+    if corpus.cache_dir is not None:
+        return Path(corpus.cache_dir).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg).expanduser() / "leantrain" / "tokens"
 
 
 def _build(
