@@ -1,4 +1,4 @@
-"""The encoder workload on a CPU: Pre-LN BERT masked-LM pre-training with PLD (and random-LTD)
+"""The encoder workload (CPU; `--scale gpu` for one GPU): Pre-LN BERT masked-LM pre-training with PLD (and random-LTD)
 on WikiText-2 at equal quality, then GLUE fine-tuning from both arms at equal pre-training cost.
 
 1. Vocabulary. BERT's 30,522-piece vocabulary makes the MLM head (2·n·d·V FLOPs per sample,
@@ -22,6 +22,7 @@ on WikiText-2 at equal quality, then GLUE fine-tuning from both arms at equal pr
 
     python benchmarks/bert_pld.py                 # ~35-40 min on 2 quiet CPU cores
     python benchmarks/bert_pld.py --scale smoke   # tiny, a minute (the test)
+    python benchmarks/bert_pld.py --scale gpu     # 12x384 on one GPU, ~7 min (estimated)
 
 Writes `<out>/bert_pld.md` and `.json` (and compare's outputs under `<out>/mlm/`). Data:
 `--data-root` (default $LEANTRAIN_DATA_ROOT, else ../shared/data) must hold DATA_FILES.
@@ -104,6 +105,26 @@ SCALES = {
         glue_batch=32,
         glue_lr=3e-4,
         seeds=(1, 2, 3),
+    ),
+    # One GPU (bf16 by the recipe's precision: auto), within the runbook's 9-minute command
+    # (benchmarks/gpu_runbook.py, plan bert). WikiText-2's 0.26M training tokens still bound it:
+    # the largest run sees about 14 epochs (the CPU scale: 7), so it stays a check of PLD's
+    # payoff at a wider, deeper encoder, not a larger-data result.
+    "gpu": Scale(
+        vocab=8192,
+        layers=12,
+        hidden=384,
+        heads=6,
+        batch=32,
+        lr=5e-4,
+        budgets=(300, 600),
+        baseline_extra=900,
+        gamma_runs=10.0,
+        ltd_min=64,
+        glue_steps={"sst2": 600, "mrpc": 300, "rte": 200},
+        glue_batch=32,
+        glue_lr=1e-4,
+        seeds=(1, 2),
     ),
     "smoke": Scale(
         vocab=600,

@@ -1,12 +1,14 @@
-"""Stage what a GPU run needs but the GPU machine lacks: data under `.carry/data`, wheels in `.whl`.
+"""Stage what the GPU runbook needs on a GPU machine without network: data and wheels.
 
-The lent GPU machine has no network and does not see `../shared`; what it reads must travel
-with the working tree (64 MiB in all, see benchmarks/README.md). This copies the real data the
-GPU benchmarks read, keeping `../shared/data`'s relative layout so recipes run unchanged with
-`LEANTRAIN_DATA_ROOT=.carry/data`, cuts CIFAR-10 to an evenly spread per-class subset in the
-same zip layout, and downloads the Python 3.12 wheels the machine's image lacks.
+The GPT corpus is the machine's own Python source and needs nothing; the GPT-2 tokenizer
+files, the BERT workload's data and the Python packages a bare CUDA image may lack do. This
+copies the data files the runbook reads (gpu_runbook.DATA_FILES, bert_pld.DATA_FILES) into
+`.carry/data`, keeping the data root's layout so `benchmarks/gpu_session.sh` finds them
+there, downloads the Python 3.12 x86-64 wheels into `.whl`, builds a DeepSpeed wheel with no
+ops (its random-LTD op JIT-builds there), and checks that the repository and both folders
+fit in 64 MiB.
 
-    python benchmarks/gpu_carry.py              # then: run(..., carry=[".carry", ".whl"])
+    python benchmarks/gpu_carry.py              # then copy the clone with .carry/ and .whl/
 """
 
 from __future__ import annotations
@@ -17,30 +19,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
-import time_to_quality
+import bert_pld
+import gpu_runbook
 
-__all__ = [
-    "CARRY_LIMIT",
-    "DATA_FILES",
-    "NOTES",
-    "WHEELS",
-    "cifar_subset",
-    "copy_data",
-    "download_wheels",
-    "main",
-]
+__all__ = ["CARRY_LIMIT", "DATA_FILES", "NOTES", "WHEELS", "copy_data", "download_wheels", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 CARRY_LIMIT = 64 * 2**20
-"""What may travel to the GPU machine in all: tracked files plus carried folders."""
+"""What may travel in all: tracked files plus the two folders."""
 
-CIFAR = time_to_quality.CIFAR_ZIP
-DATA_FILES = sorted(
-    {rel for files in time_to_quality.DATA_FILES.values() for rel in files if rel != CIFAR}
-)
+DATA_FILES = sorted({*gpu_runbook.DATA_FILES, *bert_pld.DATA_FILES})
 """Files copied as they are, relative to the data root (with their folder's notes, below)."""
 NOTES = ("PROVENANCE.md", "LICENSE*", "readme.txt")
 """Files beside the data that travel with it: MRPC is non-commercial, its licence goes along."""
@@ -71,29 +61,6 @@ def copy_data(root: Path, dest: Path) -> None:
         for pattern in NOTES:
             for note in src.parent.glob(pattern):
                 shutil.copy2(note, dest / rel.rsplit("/", 1)[0] / note.name)
-
-
-def cifar_subset(src: Path, dest: Path, train_per_class: int, test_per_class: int) -> int:
-    """Write the first images of each class (same `cifar10/<split>/<class>/` layout); count."""
-    limits = {"train": train_per_class, "test": test_per_class}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    count = 0
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zout:
-        for name in sorted(zin.namelist()):
-            parts = name.split("/")  # cifar10/<split>/<class>/NNNN.jpg
-            if len(parts) == 4 and parts[3] and int(parts[3].split(".")[0]) < limits[parts[1]]:
-                zout.writestr(name, zin.read(name))
-                count += 1
-    tmp.replace(dest)
-    shutil.copy2(src.parent / "PROVENANCE.md", dest.parent / "PROVENANCE.md")
-    note = dest.parent / "SUBSET.md"
-    note.write_text(
-        f"A subset of `{CIFAR}` from ../shared/data (see PROVENANCE.md beside this): images "
-        f"0..{train_per_class - 1} of each class of train and 0..{test_per_class - 1} of test, "
-        f"{count} images, same zip layout. Made by benchmarks/gpu_carry.py for a GPU run.\n"
-    )
-    return count
 
 
 def _pip(*args: str) -> None:
@@ -128,15 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     """Stage data and wheels, then print what travels and whether it fits."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--data-root", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--cifar-train-per-class", type=int, default=2000)
-    parser.add_argument("--cifar-test-per-class", type=int, default=500)
     parser.add_argument("--no-wheels", action="store_true", help="stage the data only")
     args = parser.parse_args(argv)
     data, wheels = REPO / ".carry" / "data", REPO / ".whl"
     copy_data(args.data_root, data)
-    n = cifar_subset(
-        args.data_root / CIFAR, data / CIFAR, args.cifar_train_per_class, args.cifar_test_per_class
-    )
     if not args.no_wheels:
         wheels.mkdir(exist_ok=True)
         download_wheels(wheels)
@@ -145,7 +107,6 @@ def main(argv: list[str] | None = None) -> None:
     ).stdout.split(b"\0")
     repo_bytes = sum((REPO / f.decode()).stat().st_size for f in tracked if f)
     total = repo_bytes + _size(data) + (_size(wheels) if wheels.is_dir() else 0)
-    print(f"CIFAR subset: {n} images")
     for name, size in (("tracked files", repo_bytes), (".carry/data", _size(data))):
         print(f"{name:>14}: {size / 2**20:6.1f} MiB")
     if wheels.is_dir():

@@ -44,8 +44,8 @@ stays well under 8 minutes; `--scale smoke` runs all three on a CPU in well unde
     python benchmarks/time_to_quality.py --scale gpu --workloads vit --set vit:optim.max_steps=900
 
 Data (relative to --data-root, default $LEANTRAIN_DATA_ROOT or ../shared/data): see DATA_FILES.
-The CIFAR zip may be a subset with the same layout (`cifar10/{train,test}/<class>/NNNN.jpg`,
-e.g. `benchmarks/gpu_carry.py`'s); the run takes up to 20,000 train / 5,000 test images of it.
+The CIFAR zip may be a subset with the same layout (`cifar10/{train,test}/<class>/NNNN.jpg`);
+the run takes up to 20,000 train / 5,000 test images of it.
 Results (small files only: metrics.csv, TensorBoard logs, resolved recipes, report.png,
 summary.md / summary.json) go to --out; checkpoints and models stay in a temporary --work-dir.
 """

@@ -46,6 +46,17 @@ TINY: dict[str, list[str]] = {
         "data.valid_subset=4",
         "optim.micro_batch_size=2",
     ],
+    "gpt2_python_source.yaml": [
+        "model.config={n_layer: 12, n_embd: 32, n_head: 2, n_positions: 1024}",
+        "data.folders.roots=[python:stdlib]",
+        "data.folders.glob=email/*.py",  # some files of the standard library
+        "data.folders.max_tokens=20000",
+        "data.valid_fraction=0.3",
+        "data.subset=4",
+        "data.valid_subset=2",
+        "optim.micro_batch_size=2",
+        "optim.precision=fp32",
+    ],
     "vit_cifar10_ltd.yaml": [
         "model.config={patch_size: 4, num_channels: 3, hidden_size: 32, num_hidden_layers: 6, "
         "num_attention_heads: 2, intermediate_size: 64}",
@@ -85,6 +96,7 @@ def test_recipe_runs_two_steps(
     name: str, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LEANTRAIN_DATA_ROOT", str(shared_data))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # data.folders' token cache
     out = tmp_path / "run"
     argv = ["train", str(RECIPES / name), "--max-steps", "2", "--output-dir", str(out)]
     argv += ["--no-progress", *_args([*TINY[name], "eval.max_batches=1", "device=cpu"])]

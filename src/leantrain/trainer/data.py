@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from leantrain.errors import ConfigError
 from leantrain.trainer.metrics import glue_metrics
 from leantrain.trainer.recipe import DataSpec, Recipe
+from leantrain.trainer.text_folder import folder_streams
 
 __all__ = [
     "GLUE_TASKS",
@@ -245,7 +246,14 @@ def _valid_source(spec: DataSpec) -> str:
 
 def _language_model(recipe: Recipe, tokenizer: Any) -> TaskData:
     spec = recipe.data
-    train_texts, valid_texts = _lm_texts(spec, recipe.eval.split)
+    if spec.folders is not None:
+        streams = [
+            torch.from_numpy(s.astype(np.int64))
+            for s in folder_streams(spec, tokenizer, recipe.eval.split)
+        ]
+    else:
+        texts = _lm_texts(spec, recipe.eval.split)
+        streams = [_token_stream(tokenizer, t) for t in texts]
     wrap = None
     transform: Transform | None = None
     if recipe.task == "masked_lm":
@@ -258,10 +266,8 @@ def _language_model(recipe: Recipe, tokenizer: Any) -> TaskData:
             len(tokenizer),
             tokenizer.all_special_ids,
         )
-    train = TokenBlocks(_token_stream(tokenizer, train_texts), spec.seq_len, wrap=wrap)
-    valid = TokenBlocks(
-        _token_stream(tokenizer, valid_texts), spec.seq_len, wrap=wrap, source=_valid_source(spec)
-    )
+    train = TokenBlocks(streams[0], spec.seq_len, wrap=wrap)
+    valid = TokenBlocks(streams[1], spec.seq_len, wrap=wrap, source=_valid_source(spec))
     return TaskData(
         train=_subset(train, spec.subset),
         valid=_subset(valid, spec.valid_subset),

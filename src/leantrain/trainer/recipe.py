@@ -23,6 +23,7 @@ from leantrain.adopt.compose import TECHNIQUES, config_keys, enabled_techniques
 from leantrain.config import LeantrainConfig, load_config
 from leantrain.errors import ConfigError
 from leantrain.models import registered_model_types
+from leantrain.trainer.text_folder import FolderCorpus
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -98,6 +99,11 @@ class DataSpec(_Spec):
     )
     valid: str | None = Field(
         default=None, description="Validation text file(s); default: hold out `valid_fraction`."
+    )
+    folders: FolderCorpus | None = Field(
+        default=None,
+        description="Language-model text from files under folders, split by file and tokenised "
+        "once into a cache (instead of `train`; see leantrain.trainer.text_folder).",
     )
     glob: str = Field(
         default="*.txt", description="Files to read when `train` is a folder of text."
@@ -242,8 +248,10 @@ class Recipe(_Spec):
     @model_validator(mode="after")
     def _task_needs(self) -> Recipe:
         d = self.data
-        if d.train is None and d.dataset is None:
-            raise ValueError("data.train: required unless data.dataset names a `datasets` dataset")
+        if d.train is None and d.dataset is None and d.folders is None:
+            raise ValueError(
+                "data.train: required unless data.dataset or data.folders names the data"
+            )
         if self.task == "sequence_classification" and d.glue_task is None and d.dataset is None:
             raise ValueError("data.glue_task: required for task sequence_classification")
         if self.eval.split == "selection" and d.selection_fraction is None:
