@@ -1,14 +1,14 @@
 """`CurriculumSampler`: a DataLoader batch sampler that admits samples by difficulty.
 
 Global batch k (1-based, as DeepSpeed's curriculum step) is drawn only from samples within every
-filtering metric's threshold at step k. Admitted samples form clusters (a new one per difficulty
-rise, `schedule_based`, or one pool, `single_cluster`); a batch takes from each cluster in
-proportion to its size (multinomial), and each cluster is read in a lazily permuted order
-(`permute.py`) re-keyed every pass. Randomness is counter-based: a numpy Generator seeded by
-(seed, k), and permutation keys from (seed, cluster, pass). So batches are a pure function of
-(seed, index, config, consumed steps), with no global RNG and no files, at O(batch) per step.
-With one filtering metric a cluster is a slice of that metric's memmapped sorted index (O(1)
-memory); with several, cluster members are intersected once and kept in RAM.
+filtering metric's threshold at step k (`admission.py`). Admitted samples form clusters (a new
+one per difficulty rise, `schedule_based`, or one pool, `single_cluster`); a batch takes from
+each cluster in proportion to its size (multinomial), and each cluster is read in a lazily
+permuted order (`permute.py`) re-keyed every pass. Randomness is counter-based: a numpy
+Generator seeded by (seed, k), and permutation keys from (seed, cluster, pass). So batches are a
+pure function of (seed, index, config, consumed steps), with no global RNG and no files, at
+O(batch) per step. With one filtering metric a cluster is a slice of that metric's memmapped
+sorted index (O(1) memory); with several, cluster members are intersected once and kept in RAM.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,49 +26,17 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from leantrain.config import CurriculumLearningConfig, CurriculumMetricConfig, resolve
-from leantrain.curriculum.index import CurriculumIndex, index_absent
+from leantrain.config import CurriculumLearningConfig, resolve
+from leantrain.curriculum.admission import paced_metrics
+from leantrain.curriculum.index import CurriculumIndex
 from leantrain.curriculum.permute import mix64, permute
 from leantrain.curriculum.scheduler import CurriculumScheduler
 from leantrain.errors import ConfigError, LeantrainError, check_state_version
 
 __all__ = ["CurriculumSampler"]
 
-logger = logging.getLogger(__name__)
-
 STATE_VERSION = 1
 SNAPSHOTS = 1024  # recent per-step cluster positions kept for state_dict(consumed_micro_batches)
-#: Config metric names that read an index named otherwise (Megatron-DeepSpeed's scripts call
-#: the vocab_rarity index "voc"; its seqlen curricula read the seqlen index).
-INDEX_METRIC = {"voc": "vocab_rarity", "seqlen_truncate": "seqlen", "seqlen_reshape": "seqlen"}
-
-
-@dataclass
-class _Metric:
-    name: str
-    cfg: CurriculumMetricConfig
-    scheduler: CurriculumScheduler
-    index: CurriculumIndex | None
-
-    def end(self, difficulty: float) -> int:
-        """Samples admitted at `difficulty`: a prefix of the sorted index."""
-        assert self.index is not None
-        if self.cfg.difficulty_type == "percentile":
-            return self.index.end_for_percentile(difficulty, self.cfg.max_difficulty or 100)
-        return self.index.end_for_value(difficulty)
-
-    def admitted(self, ids: np.ndarray, end: int) -> np.ndarray:
-        """Whether each sample's rank in the sorted index is below `end`, in O(1) each."""
-        assert self.index is not None
-        n = self.index.num_samples
-        if end >= n:
-            return np.ones(len(ids), bool)
-        if end <= 0:
-            return np.zeros(len(ids), bool)
-        first_out = int(self.index.index_to_sample[end])
-        v_out = self.index.sample_to_metric[first_out]
-        vals = self.index.sample_to_metric[ids]
-        return (vals < v_out) | ((vals == v_out) & (ids < first_out))
 
 
 @dataclass
@@ -147,7 +114,7 @@ class CurriculumSampler(Sampler[list[int]]):
         self.gradient_accumulation_steps = gradient_accumulation_steps
         self.global_batch_size = micro_batch_size * world_size * gradient_accumulation_steps
         self._section = section
-        self._metrics = self._build_metrics(section, indexes or {}, verify_index, schedulers or {})
+        self._metrics = paced_metrics(section, indexes or {}, verify_index, schedulers or {})
         for name, fn in (custom_difficulty or {}).items():
             self.set_custom_get_difficulty(fn, metric=name)
         self._filters = [m for m in self._metrics if m.index is not None]
@@ -175,49 +142,6 @@ class CurriculumSampler(Sampler[list[int]]):
         self._snapshots: OrderedDict[int, _Draw] = OrderedDict()
 
     # ---- setup --------------------------------------------------------------------------------
-    @staticmethod
-    def _build_metrics(
-        section: CurriculumLearningConfig,
-        indexes: Mapping[str, Any],
-        verify: bool,
-        schedulers: Mapping[str, CurriculumScheduler],
-    ) -> list[_Metric]:
-        out = []
-        for name, cfg in section.curriculum_metrics.items():
-            source = indexes.get(name, cfg.index_to_sample_path)
-            index = None
-            expected = INDEX_METRIC.get(name, name)
-            if isinstance(source, CurriculumIndex):
-                index = source
-                if index.name != expected:
-                    raise ConfigError(
-                        f"indexes.{name}: an index of metric {index.name!r} ({index.path}); "
-                        f"expected the {expected!r} index"
-                    )
-            elif (
-                source is not None
-                and cfg.clustering_type == "single_cluster"
-                and index_absent(source)
-            ):
-                logger.warning(
-                    "curriculum_metrics.%s.index_to_sample_path: nothing at %r; ignored, as "
-                    "DeepSpeed ignores the index of a 'single_cluster' metric: the metric paces "
-                    "its difficulty and admits every sample",
-                    name,
-                    str(source),
-                )
-            elif source is not None:
-                index = CurriculumIndex.load(source, verify=verify, metric=expected)
-            elif cfg.clustering_type == "schedule_based":
-                raise ConfigError(
-                    f"curriculum_metrics.{name}.index_to_sample_path: required for "
-                    "clustering_type 'schedule_based' (run `leantrain analyze`); only "
-                    "'single_cluster' metrics (e.g. seqlen by truncation) may go without"
-                )
-            scheduler = schedulers[name] if name in schedulers else CurriculumScheduler(cfg)
-            out.append(_Metric(name, cfg, scheduler, index))
-        return out
-
     def set_custom_get_difficulty(
         self, fn: Callable[[int], float], metric: str | None = None
     ) -> None:

@@ -92,10 +92,11 @@ def _parse(config: Any) -> LegacyCurriculumConfig | CurriculumMetricConfig:
 class CurriculumScheduler:
     """The difficulty schedule of one metric (or of legacy seqlen warmup).
 
-    `update_difficulty(step)` follows DeepSpeed: it recomputes only while the current
-    difficulty is below max_difficulty, so once max is reached it stays. The current value
-    lives in a one-element shared-memory tensor, so DataLoader workers holding a copy of the
-    scheduler (e.g. through `SeqlenWarmupCollator`) see the training loop's updates.
+    `step(global_step)` (DeepSpeed's `update_difficulty`) follows DeepSpeed: it recomputes
+    only while the current difficulty is below max_difficulty, so once max is reached it
+    stays. The current value lives in a one-element shared-memory tensor, so DataLoader
+    workers holding a copy of the scheduler (e.g. through `SeqlenWarmupCollator`) see the
+    training loop's updates.
     """
 
     def __init__(self, config: Any) -> None:
@@ -130,14 +131,17 @@ class CurriculumScheduler:
         """The schedule at `global_step`, without touching the state (pure)."""
         return _num(difficulty_at(self.config, global_step, self._custom))
 
-    def update_difficulty(self, global_step: int) -> int | float:
+    def step(self, global_step: int) -> int | float:
         """Advance to `global_step` (DeepSpeed semantics) and return the current difficulty."""
         if self.max_difficulty is None or self._current.item() < self.max_difficulty:
             self._current.fill_(float(self.get_difficulty(global_step)))
         return self.get_current_difficulty()
 
+    #: DeepSpeed's name for `step`.
+    update_difficulty = step
+
     def get_current_difficulty(self) -> int | float:
-        """The difficulty set by the last `update_difficulty`."""
+        """The difficulty set by the last `step`."""
         return _num(self._current.item())
 
     def set_current_difficulty(self, difficulty: float) -> None:
@@ -183,7 +187,7 @@ class CurriculumSchedules:
         """Advance every schedule with its function to `global_step` (DeepSpeed semantics)."""
         for scheduler in self.schedulers.values():
             if not scheduler.waiting:
-                scheduler.update_difficulty(global_step)
+                scheduler.step(global_step)
 
     def difficulties(self) -> dict[str, float]:
         """The current difficulty of each schedule."""

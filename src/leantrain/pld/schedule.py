@@ -95,9 +95,9 @@ def draw_layer_coins(keep_probs: Sequence[float], generator: torch.Generator) ->
 class ProgressiveLayerDrop:
     """Holds θ(t) and the coin counter; the converted model reads both at every forward.
 
-    Call `update_state(global_step)` at the start of each optimizer step. The coins of a forward
-    depend only on (seed, global step, index of the training forward within the step), so every
-    rank draws the same ones.
+    Call `step(global_step)` (DeepSpeed's `update_state`) at the start of each optimizer step,
+    and read θ with `get_theta()`. The coins of a forward depend only on (seed, global step,
+    index of the training forward within the step), so every rank draws the same ones.
     """
 
     def __init__(self, theta: float = 0.5, gamma: float = 0.001, seed: int = 1234) -> None:
@@ -124,7 +124,7 @@ class ProgressiveLayerDrop:
             )
         return cls(theta=section.theta, gamma=section.gamma, seed=section.seed)
 
-    def update_state(self, global_step: int) -> None:
+    def step(self, global_step: int) -> None:
         """Set θ to θ(global_step); a new step restarts the forward counter of the coins."""
         if isinstance(global_step, bool) or not isinstance(global_step, int) or global_step < 0:
             raise ValueError(f"global_step: got {global_step!r}; expected an int ≥ 0")
@@ -132,6 +132,9 @@ class ProgressiveLayerDrop:
             self.forward_index = 0
         self.global_step = global_step
         self.current_theta = pld_theta(global_step, self.theta, self.gamma)
+
+    #: DeepSpeed's name for `step`.
+    update_state = step
 
     def get_theta(self) -> float:
         """The current global keep ratio θ(t)."""

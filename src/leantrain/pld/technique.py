@@ -79,7 +79,7 @@ class PLDTechnique(Technique):
 
     @property
     def controller(self) -> ProgressiveLayerDrop:
-        """The θ schedule (DeepSpeed: `update_state` / `get_theta`)."""
+        """The θ schedule: `step` (DeepSpeed's `update_state`), `get_theta`."""
         return self.schedule
 
     def summary(self) -> str:
@@ -103,7 +103,7 @@ class PLDTechnique(Technique):
 
     def step(self, global_step: int) -> None:
         """θ(global_step)."""
-        self.schedule.update_state(global_step)
+        self.schedule.step(global_step)
 
     def account(self, shape: StepShape) -> None:
         """Each block counts with its keep probability."""

@@ -5,8 +5,10 @@ See README.md in this folder for the method card.
 """
 
 from leantrain.random_ltd.kernels import KERNELS_ENV, kernel_backend
+from leantrain.random_ltd.layer import RandomLTDMixin
 from leantrain.random_ltd.lr_schedule import LayerTokenLRScheduler, layer_token_lr_multiplier
 from leantrain.random_ltd.moe import load_balancing_loss
+from leantrain.random_ltd.plan import LayerPlan
 from leantrain.random_ltd.routing import (
     RoutingError,
     TokenRoute,
@@ -36,9 +38,7 @@ from leantrain.random_ltd.selection import (
 )
 from leantrain.random_ltd.surgery import (
     TECHNIQUE,
-    LayerPlan,
     RandomLTDConversion,
-    RandomLTDMixin,
     convert_to_random_ltd,
     converted_layer_ids,
     kept_indices,

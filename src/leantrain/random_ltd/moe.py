@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from leantrain.models.registry import BlockList, MoeRouter
+from leantrain.random_ltd.plan import LayerPlan
 from leantrain.random_ltd.routing import RoutingError
 
 __all__ = ["MoeAuxLoss", "attach_moe_aux_loss", "load_balancing_loss"]
@@ -69,7 +70,7 @@ class MoeAuxLoss:
     """Hooks that compute a MoE causal LM's auxiliary loss over the tokens each router saw."""
 
     def __init__(
-        self, model: nn.Module, found: BlockList, plans: dict[nn.Module, Any], spec: MoeRouter
+        self, model: nn.Module, found: BlockList, plans: dict[nn.Module, LayerPlan], spec: MoeRouter
     ) -> None:
         self.model = model
         self.scheduler = next(iter(plans.values())).scheduler
@@ -89,14 +90,16 @@ class MoeAuxLoss:
                 continue
             self.hooks.append(router.register_forward_hook(self._tap(plans.get(block))))
 
-    def _tap(self, plan: Any) -> Any:
+    def _tap(self, plan: LayerPlan | None) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             col = self.collecting
             if col is None:
                 return
             logits = output[0] if isinstance(output, tuple) else output  # [N, E]
-            routed = plan is not None and logits.shape[0] != col.batch * col.seq_len
-            col.rows.append((logits, plan.current if routed else None))
+            kept = None  # every token routed (a dense or non-dropping call)
+            if plan is not None and logits.shape[0] != col.batch * col.seq_len:
+                kept = plan.current
+            col.rows.append((logits, kept))
 
         return hook
 
@@ -158,7 +161,7 @@ class MoeAuxLoss:
 
 
 def attach_moe_aux_loss(
-    model: nn.Module, found: BlockList, plans: dict[nn.Module, Any], spec: MoeRouter
+    model: nn.Module, found: BlockList, plans: dict[nn.Module, LayerPlan], spec: MoeRouter
 ) -> MoeAuxLoss | None:
     """Install `MoeAuxLoss` on a MoE model that computes the aux loss (None for a bare model,
     which returns per-layer router logits of B·r rows for dropping layers, as it saw them)."""

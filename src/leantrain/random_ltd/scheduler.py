@@ -94,16 +94,16 @@ def _resolve(config: Any) -> Resolved[RandomLTDConfig]:
 class RandomLTDScheduler:
     """Controller of random-LTD: the current reserved length and the consumed layer-tokens.
 
-    Call `update_seq(global_step)` (DeepSpeed's name) or `step()` once per optimizer step,
-    before the forward passes of that step; converted layers read `current_seq` at every
-    forward. Counting layer-tokens needs the layer counts and the global batch: from the keyword
-    arguments (as `leantrain.prepare` builds it, complete), else from the config's
-    `total_layer_num`, `random_ltd_layer_num` and `global_batch_size` (for a whole DeepSpeed
-    file without it, from `train_batch_size` and the other batch keys, as DeepSpeed's engine
-    fills it in); `convert_to_random_ltd`
-    fills in layer counts a scheduler was built without. With `counter` (the handle's), the
-    scheduler reads that one count instead of keeping DeepSpeed's own (which ignores PLD and
-    curriculum lengths), so its LR schedule and the training loop agree.
+    Call `step(global_step)` (DeepSpeed's `update_seq`), or `step()` for the next step, once
+    per optimizer step, before the forward passes of that step; converted layers read
+    `current_seq` at every forward. Counting layer-tokens needs the layer counts and the global
+    batch: from the keyword arguments (as `leantrain.prepare` builds it, complete), else from
+    the config's `total_layer_num`, `random_ltd_layer_num` and `global_batch_size` (for a whole
+    DeepSpeed file without it, from `train_batch_size` and the other batch keys, as DeepSpeed's
+    engine fills it in); `convert_to_random_ltd` fills in layer counts a scheduler was built
+    without. With `counter` (the handle's), the scheduler reads that one count instead of
+    keeping DeepSpeed's own (which ignores PLD and curriculum lengths), so its LR schedule and
+    the training loop agree.
     """
 
     def __init__(
@@ -187,12 +187,14 @@ class RandomLTDScheduler:
             random_ltd_layer_num=self.random_ltd_layer_num,
         )
 
-    def update_seq(self, global_step: int) -> int:
-        """Set the reserved length for `global_step` and count its layer-tokens once.
+    def step(self, global_step: int | None = None) -> int:
+        """Set the reserved length for `global_step` (default: the step after the last one; the
+        first call is step 0), count its layer-tokens once and return the reserved length.
 
         As DeepSpeed: repeated calls with the same step (gradient accumulation) count once.
-        Returns the reserved length.
         """
+        if global_step is None:
+            global_step = self.current_step + 1
         if self.current_seq < self.max_value:
             self.current_seq = self.reserved_length(global_step)
         if global_step != self.current_step:
@@ -201,9 +203,8 @@ class RandomLTDScheduler:
             self.current_step = global_step
         return self.current_seq
 
-    def step(self) -> int:
-        """Advance to the next global step (the first call is step 0); returns the length."""
-        return self.update_seq(self.current_step + 1)
+    #: DeepSpeed's name for `step`.
+    update_seq = step
 
     def get_current_seq(self) -> int:
         """The reserved length converted layers use now (DeepSpeed's accessor)."""

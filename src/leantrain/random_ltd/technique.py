@@ -149,7 +149,7 @@ class RandomLTDTechnique(Technique):
 
     @property
     def controller(self) -> RandomLTDScheduler:
-        """The scheduler (DeepSpeed: `update_seq` / `get_current_seq`)."""
+        """The scheduler: `step` (DeepSpeed's `update_seq`), `get_current_seq`."""
         return self.scheduler
 
     def summary(self) -> str:
@@ -173,7 +173,7 @@ class RandomLTDTechnique(Technique):
 
     def step(self, global_step: int) -> None:
         """r(global_step)."""
-        self.scheduler.update_seq(global_step)
+        self.scheduler.step(global_step)
 
     def account(self, shape: StepShape) -> None:
         """Converted blocks see at most r tokens."""
