@@ -58,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
         stop_at=args.stop_at,
         progress=not args.no_progress,
     )
-    print(json.dumps(final))  # every value, NaN included (printed as NaN)
+    if final:  # empty when a resumed run had nothing left to do (train logged why)
+        print(json.dumps(final))  # every value, NaN included (printed as NaN)
     return 0

@@ -20,7 +20,7 @@ from leantrain.models import find_stacks
 from leantrain.trainer.recipe import Recipe
 from leantrain.trainer.task import Batch
 
-__all__ = ["any_rank", "autocast", "init_distributed", "to_device", "wrap"]
+__all__ = ["any_rank", "autocast", "init_distributed", "precision", "to_device", "wrap"]
 
 
 def init_distributed(recipe: Recipe) -> tuple[int, int, torch.device]:
@@ -62,14 +62,21 @@ def wrap(
     )
 
 
-def autocast(recipe: Recipe, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast where asked (auto: a CUDA device with bf16), else nothing (fp32)."""
+def precision(recipe: Recipe, device: torch.device) -> str:
+    """ "bf16" where asked (auto: a CUDA device with bf16), else "fp32"."""
     bf16 = recipe.optim.precision == "bf16" or (
         recipe.optim.precision == "auto"
         and device.type == "cuda"
         and torch.cuda.is_bf16_supported()
     )
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    return "bf16" if bf16 else "fp32"
+
+
+def autocast(recipe: Recipe, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast at `precision` bf16, else nothing (fp32)."""
+    if precision(recipe, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

@@ -25,11 +25,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from leantrain.adopt import prepare
 from leantrain.errors import LeantrainError
 from leantrain.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from leantrain.trainer.checks import check_device, check_finite, check_stop_at
+from leantrain.trainer.console import eval_line, startup_lines
 from leantrain.trainer.data import build_task_data
 from leantrain.trainer.distributed import autocast, init_distributed, to_device, wrap
 from leantrain.trainer.evaluate import evaluate, reached_target
@@ -152,6 +154,30 @@ def _train(
         logger.info("resumed from %s (step %d)", ckpt, step)
     elif resume:
         logger.info("no checkpoint in %s; starting from step 0", out / "checkpoints")
+    last = min(opt.max_steps, stop_at) if stop_at is not None else opt.max_steps
+    if step >= last:
+        if rank == 0:
+            logger.info(
+                "nothing to do: %s is at step %d and the run stops at step %d; raise "
+                "--max-steps (optim.max_steps, now %d) or --stop-at to train further",
+                out,
+                step,
+                last,
+                opt.max_steps,
+            )
+        return {}
+    if rank == 0:
+        lines = startup_lines(
+            recipe,
+            model=model,
+            data=data,
+            handle=handle,
+            world=world,
+            device=device,
+            step=step,
+            last=last,
+        )
+        logger.info("\n".join(lines))
     loader = handle.dataloader(
         num_workers=recipe.num_workers,
         pin_memory=device.type == "cuda",
@@ -170,8 +196,9 @@ def _train(
     log = run.enter_context(open_metrics_log(out, columns, step, enabled=rank == 0))
     precision = autocast(recipe, device)
     ddp = isinstance(wrapped, nn.parallel.DistributedDataParallel)
-    last = min(opt.max_steps, stop_at) if stop_at is not None else opt.max_steps
     bar = tqdm(total=last, initial=step, disable=not progress or rank != 0, desc="train")
+    if not bar.disable:  # log lines go above the bar, not through it
+        run.enter_context(logging_redirect_tqdm())
     final: dict[str, float] = {}
 
     def checkpoint() -> None:
@@ -241,6 +268,8 @@ def _train(
         if step % recipe.eval.interval == 0 or step == opt.max_steps:
             whole = recipe.eval.final_whole and step == opt.max_steps
             row.update(evaluate(model, data, recipe, device, whole=whole))
+            if rank == 0 and "eval/loss" in row:
+                logger.info(eval_line(step, row, wall))
         reached = reached_target(recipe, row, world, device)
         finite = math.isfinite(loss_value) and math.isfinite(grad_norm)
         if step % recipe.log_interval == 0 or "eval/loss" in row or step == last or not finite:
