@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run already in output_dir (its checkpoints, metrics.csv, tb/ and "
+        help="replace the run already in output_dir (its checkpoints, metrics.csv, tb/, run.json and "
         "model/); without --resume or --overwrite a non-empty output_dir is refused",
     )
     parser.add_argument("--max-steps", type=int, help="override optim.max_steps")

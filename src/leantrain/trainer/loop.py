@@ -40,6 +40,7 @@ from leantrain.trainer.model import build_model, save_model, seq_length
 from leantrain.trainer.optim import build_optimizer, step_lr
 from leantrain.trainer.recipe import Recipe
 from leantrain.trainer.rundir import open_run_dir
+from leantrain.trainer.runinfo import write_run_info
 from leantrain.trainer.task import Batch
 
 __all__ = ["METRIC_COLUMNS", "StepEvent", "train"]
@@ -178,6 +179,7 @@ def _train(
             last=last,
         )
         logger.info("\n".join(lines))
+        write_run_info(out, recipe, device, world)
     loader = handle.dataloader(
         num_workers=recipe.num_workers,
         pin_memory=device.type == "cuda",
