@@ -1,11 +1,12 @@
 """The reference training loop: config → setup → loop → teardown, in plain PyTorch.
 
-`train(recipe)` builds the recipe's Hugging Face model and data, hands both to
-`leantrain.prepare` (which applies the techniques the recipe configures), wraps the model
-for data parallelism under `torchrun`, and runs AdamW with gradient accumulation, bf16 autocast
-where the device supports it, an LR that is a pure function of the step (or of consumed
-layer-tokens), evaluation at intervals, TensorBoard + `metrics.csv` logs (`loggers`) and atomic
-checkpoints, in a run folder it holds locked for the run (`rundir`).
+`train(recipe)` builds the recipe's Hugging Face model and data (`model`, `data`), hands both
+to `leantrain.prepare` (which applies the techniques the recipe configures), wraps the model
+for data parallelism under `torchrun` (`distributed`), and runs AdamW with gradient
+accumulation, bf16 autocast where the device supports it, an LR that is a pure function of the
+step or of consumed layer-tokens (`optim`), evaluation at intervals (`evaluate`), the recipe's
+metrics loggers (`loggers`) and atomic checkpoints, in a run folder it holds locked for the run
+(`rundir`). It logs a start-up summary and each evaluation (`console`).
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def _train(
             last=last,
         )
         logger.info("\n".join(lines))
-        write_run_info(out, recipe, device, world)
+        write_run_info(out, recipe.to_dict(), device, world)
     loader = handle.dataloader(
         num_workers=recipe.num_workers,
         pin_memory=device.type == "cuda",
@@ -195,7 +196,16 @@ def _train(
         "eval/loss_se",
         *(f"eval/{m}" for m in data.metric_names),
     ]
-    log = run.enter_context(open_metrics_log(out, columns, step, enabled=rank == 0))
+    log = run.enter_context(
+        open_metrics_log(
+            out,
+            columns,
+            step,
+            enabled=rank == 0,
+            names=recipe.loggers,
+            config=recipe.to_dict(),
+        )
+    )
     precision = autocast(recipe, device)
     ddp = isinstance(wrapped, nn.parallel.DistributedDataParallel)
     bar = tqdm(total=last, initial=step, disable=not progress or rank != 0, desc="train")

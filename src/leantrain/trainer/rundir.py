@@ -40,7 +40,7 @@ T = TypeVar("T")
 #: The lock file inside a run folder.
 LOCK_NAME = ".lock"
 #: What `leantrain train` writes into a run folder (what `overwrite` removes).
-RUN_ENTRIES = ("checkpoints", "metrics.csv", "tb", "model", RUN_INFO)
+RUN_ENTRIES = ("checkpoints", "metrics.csv", "tb", "wandb", "model", RUN_INFO)
 _UNKNOWN = "an unknown process"
 
 

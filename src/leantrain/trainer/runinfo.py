@@ -5,6 +5,7 @@ rewritten at each start, resumes included)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,15 @@ import torch
 
 from leantrain.files import HOST, atomic_write_json
 from leantrain.trainer.checkpoint import latest_checkpoint
-from leantrain.trainer.recipe import Recipe
 
-__all__ = ["RUN_INFO", "WHERE_KEYS", "read_run_info", "write_run_info"]
+__all__ = [
+    "RUN_INFO",
+    "WHERE_KEYS",
+    "dotted_keys",
+    "read_run_info",
+    "setup_differences",
+    "write_run_info",
+]
 
 #: The file in a run folder.
 RUN_INFO = "run.json"
@@ -29,10 +36,11 @@ def _device_name(device: torch.device) -> str:
     return device.type
 
 
-def write_run_info(out: Path, recipe: Recipe, device: torch.device, world: int) -> None:
-    """Record the resolved recipe and where this run runs in `<out>/run.json`."""
+def write_run_info(out: Path, recipe: Mapping[str, Any], device: torch.device, world: int) -> None:
+    """Record the resolved recipe (`Recipe.to_dict()`) and where this run runs in
+    `<out>/run.json`."""
     info = {
-        "recipe": recipe.to_dict(),
+        "recipe": dict(recipe),
         "host": HOST,
         "device": _device_name(device),
         "world_size": world,
@@ -60,12 +68,12 @@ _BOOKKEEPING = frozenset(
 )
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested sections as dotted keys (`optim.lr`); lists stay values."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping):
+            out.update(dotted_keys(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -80,7 +88,7 @@ def setup_differences(
 
     def trainer_part(info: dict[str, Any]) -> dict[str, Any]:
         recipe = {k: v for k, v in info["recipe"].items() if k not in technique_keys}
-        return {k: v for k, v in _flat(recipe).items() if k not in _BOOKKEEPING}
+        return {k: v for k, v in dotted_keys(recipe).items() if k not in _BOOKKEEPING}
 
     a, b = trainer_part(base), trainer_part(other)
     missing = "(unset)"
