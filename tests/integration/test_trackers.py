@@ -13,7 +13,8 @@ import pytest
 from test_trainer import tiny_recipe, write_corpus, write_recipe
 
 from leantrain.cli import main
-from leantrain.errors import ConfigError
+from leantrain.errors import ConfigError, LeantrainError
+from leantrain.trainer import train
 from leantrain.trainer.recipe import recipe_from_dict
 
 
@@ -89,3 +90,14 @@ def test_mlflow_on_a_file_store_gets_every_logged_row(
     assert [(m.step, m.value) for m in history] == [
         (int(r["step"]), float(r["loss"])) for r in _rows(tmp_path / "run")
     ]
+
+
+def test_an_mlflow_store_that_cannot_open_is_one_error_naming_the_key(
+    recipe: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With mlflow-skinny and no MLFLOW_TRACKING_URI, MLflow's default (sqlite) store is
+    unsupported: the run must fail at start with what to set, not with MLflow's traceback."""
+    pytest.importorskip("mlflow", reason="the mlflow(-skinny) package is not installed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "bogus://nowhere")
+    with pytest.raises(LeantrainError, match=r"^loggers: mlflow cannot open its tracking store "):
+        train(recipe_from_dict({**recipe, "loggers": ["csv", "mlflow"]}), progress=False)

@@ -86,8 +86,8 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_do(
     assert main(["train", str(path), "--no-progress", "--max-steps", "2", "--resume"]) == 0
     assert capsys.readouterr().out == ""
     assert _messages(caplog)[-1] == (
-        f"nothing to do: {tmp_path / 'run'} is at step 2 and the run stops at step 2; raise "
-        "--max-steps (optim.max_steps, now 2) or --stop-at to train further"
+        f"nothing to do: {tmp_path / 'run'} is at step 2 and optim.max_steps is 2; raise "
+        "--max-steps to train further"
     )
     assert not any(m.startswith("training ") for m in _messages(caplog))
 

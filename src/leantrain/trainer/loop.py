@@ -157,18 +157,26 @@ def _train(
     elif resume:
         logger.info("no checkpoint in %s; starting from step 0", out / "checkpoints")
     last = min(opt.max_steps, stop_at) if stop_at is not None else opt.max_steps
-    if step >= last:
+    if step >= opt.max_steps:  # a finished run: nothing to train or save
         if rank == 0:
             logger.info(
-                "nothing to do: %s is at step %d and the run stops at step %d; raise "
-                "--max-steps (optim.max_steps, now %d) or --stop-at to train further",
+                "nothing to do: %s is at step %d and optim.max_steps is %d; raise --max-steps "
+                "to train further",
                 out,
                 step,
-                last,
                 opt.max_steps,
             )
         return {}
-    if rank == 0:
+    if step >= last:  # --stop-at at or before the checkpoint: nothing trained, it is saved again
+        if rank == 0:
+            logger.info(
+                "nothing to train: %s is at step %d, at or past --stop-at %d; its checkpoint "
+                "is saved again",
+                out,
+                step,
+                last,
+            )
+    elif rank == 0:
         lines = startup_lines(
             recipe,
             model=model,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from leantrain.errors import LeantrainError
 from leantrain.trainer.loggers import MetricsLogger, scalar_name
 from leantrain.trainer.runinfo import dotted_keys
 
@@ -61,13 +62,22 @@ class MLflowLogger(MetricsLogger):
     def __init__(self, out: Path, config: Mapping[str, Any]) -> None:
         """Start an MLflow run named after the run folder `out`, with the recipe `config` as
         its parameters (dotted keys)."""
+        import mlflow
         from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient()
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "leantrain")
-        found = self.client.get_experiment_by_name(name)
-        experiment = found.experiment_id if found else self.client.create_experiment(name)
+        try:
+            self.client = MlflowClient()
+            found = self.client.get_experiment_by_name(name)
+            experiment = found.experiment_id if found else self.client.create_experiment(name)
+        except MlflowException as err:
+            raise LeantrainError(
+                f"loggers: mlflow cannot open its tracking store {mlflow.get_tracking_uri()!r} "
+                f"({str(err).strip()[:200]}); set MLFLOW_TRACKING_URI to a tracking server, or "
+                "to a file: folder with MLFLOW_ALLOW_FILE_STORE=true"
+            ) from err
         self.run_id = self.client.create_run(experiment, run_name=out.name).info.run_id
         params = [Param(k, str(v)[:6000]) for k, v in dotted_keys(config).items()]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
