@@ -17,7 +17,7 @@ import leantrain
 from leantrain.cli import main
 from leantrain.errors import ConfigError, LeantrainError, StateError
 from leantrain.trainer import build_model, load_recipe, recipe_from_dict, train
-from leantrain.trainer.data import TaskData
+from leantrain.trainer.task import TaskData
 
 # -- recipes and command arguments -------------------------------------------------------------
 

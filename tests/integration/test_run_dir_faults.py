@@ -218,7 +218,7 @@ DISK_SCRIPT = textwrap.dedent(
     from leantrain.trainer import load_recipe
     from leantrain.trainer.checkpoint import latest_checkpoint, load_checkpoint
     from leantrain.trainer.data import build_task_data
-    from leantrain.trainer.loop import build_model
+    from leantrain.trainer.model import build_model
 
     recipe_file, run = sys.argv[1], Path(sys.argv[2])
     torch.set_num_threads(1)

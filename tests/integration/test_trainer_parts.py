@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from leantrain.errors import ConfigError
-from leantrain.trainer.data import MaskTokens, TokenBlocks, build_task_data
+from leantrain.trainer.data import build_task_data
 from leantrain.trainer.metrics import glue_metrics
 from leantrain.trainer.recipe import Recipe, apply_overrides, recipe_from_dict
 from leantrain.trainer.schedule import lr_at_step
+from leantrain.trainer.text import MaskTokens, TokenBlocks
 
 
 def test_lr_warms_up_then_decays_to_the_floor() -> None:
@@ -159,8 +160,8 @@ def test_cifar_zip_reader_takes_a_spread_subset(shared_data: Path) -> None:
 def test_roberta_style_position_table_is_sized_for_the_data(tmp_path: Path) -> None:
     """RoBERTa-style models number positions from pad_token_id + 1: the trainer sizes the
     table for data.seq_len when unset, and names the key when it is set or loaded too small."""
-    from leantrain.trainer.data import TaskData
-    from leantrain.trainer.loop import build_model
+    from leantrain.trainer.model import build_model
+    from leantrain.trainer.task import TaskData
 
     (tmp_path / "t.txt").write_text("x")
     tiny = {"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 2}

@@ -13,9 +13,9 @@ from settings import BATCH, CASES, TECHNIQUES, ModelCase, build, make_inputs
 import leantrain
 from leantrain.models import find_stacks, registered_model_types
 from leantrain.surgery import conversions, forward_slots
-from leantrain.trainer.data import TaskData
-from leantrain.trainer.loop import build_model
+from leantrain.trainer.model import build_model
 from leantrain.trainer.recipe import recipe_from_dict
+from leantrain.trainer.task import TaskData
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

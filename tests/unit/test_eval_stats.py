@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from leantrain.errors import ConfigError
-from leantrain.trainer.data import _lm_texts
 from leantrain.trainer.evalstats import mean_and_se, sample_losses
 from leantrain.trainer.recipe import recipe_from_dict
+from leantrain.trainer.text import _lm_texts
 
 
 @torch.no_grad()

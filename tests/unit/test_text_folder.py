@@ -11,9 +11,10 @@ import torch
 
 from leantrain.errors import ConfigError
 from leantrain.trainer import text_folder
-from leantrain.trainer.data import ByteTokenizer, build_task_data
+from leantrain.trainer.data import build_task_data
 from leantrain.trainer.recipe import DataSpec, recipe_from_dict
 from leantrain.trainer.text_folder import FolderCorpus, corpus_files, folder_streams, split_of
+from leantrain.trainer.tokenizer import ByteTokenizer
 
 BYTES = ByteTokenizer()
 

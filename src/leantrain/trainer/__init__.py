@@ -1,6 +1,8 @@
 """The reference trainer: recipes, local datasets, a plain PyTorch loop, checkpoints, reports."""
 
-from leantrain.trainer.loop import StepEvent, build_model, evaluate, train
+from leantrain.trainer.evaluate import evaluate
+from leantrain.trainer.loop import StepEvent, train
+from leantrain.trainer.model import build_model
 from leantrain.trainer.recipe import Recipe, load_recipe, recipe_from_dict
 
 __all__ = [

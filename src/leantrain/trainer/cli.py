@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the run already in output_dir (its checkpoints, metrics.csv, tb/ and "
+        help="replace the run already in output_dir (its checkpoints, metrics.csv, tb/, run.json and "
         "model/); without --resume or --overwrite a non-empty output_dir is refused",
     )
     parser.add_argument("--max-steps", type=int, help="override optim.max_steps")
@@ -58,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
         stop_at=args.stop_at,
         progress=not args.no_progress,
     )
-    print(json.dumps(final))  # every value, NaN included (printed as NaN)
+    if final:  # empty when a resumed run had nothing left to do (train logged why)
+        print(json.dumps(final))  # every value, NaN included (printed as NaN)
     return 0

@@ -1,8 +1,9 @@
 """Where each logged step's metrics go: `metrics.csv` and TensorBoard, behind one interface.
 
 `leantrain train` writes every logged row through each `MetricsLogger` of its `MetricsLog` (on
-rank 0). Another destination (W&B, MLflow, ...) is one more subclass with `write`, and `sync`
-and `close` where it needs them, plus a line in `open_metrics_log`.
+rank 0): the recipe's `loggers` name them. W&B and MLflow (`trackers`) are two more subclasses;
+another destination is one more, with `write`, and `sync` and `close` where it needs them, plus
+a line in `open_metrics_log`.
 
 `metrics.csv` is only ever appended to, one whole row per write: on resume it is cut back at
 the row boundary after the checkpoint's step (one `truncate`), so a kill at any moment leaves at
@@ -24,7 +25,20 @@ from typing import Any
 
 from leantrain.files import temp_path, write_error, writing
 
-__all__ = ["CSVLogger", "MetricsLog", "MetricsLogger", "TensorBoardLogger", "open_metrics_log"]
+__all__ = [
+    "CSVLogger",
+    "MetricsLog",
+    "MetricsLogger",
+    "TensorBoardLogger",
+    "open_metrics_log",
+    "scalar_name",
+]
+
+
+def scalar_name(key: str) -> str:
+    """A metric's name in a tracker (TensorBoard, W&B, MLflow): its own namespace, or
+    `train/<key>` (so that `tokens` and `tokens/effective_seqlen` are not a file and a folder)."""
+    return key if "/" in key else f"train/{key}"
 
 
 class MetricsLogger(ABC):
@@ -131,7 +145,7 @@ class TensorBoardLogger(MetricsLogger):
         """One scalar per value."""
         for key, value in row.items():
             if key != "step":
-                self.writer.add_scalar(key if "/" in key else f"train/{key}", value, step)
+                self.writer.add_scalar(scalar_name(key), value, step)
 
     def sync(self) -> None:
         """Flush pending events."""
@@ -178,15 +192,31 @@ class MetricsLog:
 
 
 def open_metrics_log(
-    out: Path, columns: Sequence[str], resume_step: int, *, enabled: bool
+    out: Path,
+    columns: Sequence[str],
+    resume_step: int,
+    *,
+    enabled: bool,
+    names: Sequence[str] = ("csv", "tensorboard"),
+    config: Mapping[str, Any] | None = None,
 ) -> MetricsLog:
-    """The run's `metrics.csv` and TensorBoard logs in `out` (`enabled`: on rank 0), continuing
-    at `resume_step` (0: from scratch)."""
+    """The run's logs named in `names` (a recipe's `loggers`: `metrics.csv` always, TensorBoard
+    in `out/tb`, W&B, MLflow with the recipe `config`), on rank 0 (`enabled`), continuing at
+    `resume_step` (0: from scratch)."""
     if not enabled:
         return MetricsLog([])
-    csv_log = CSVLogger(out / "metrics.csv", columns, resume_step)
+    from leantrain.trainer.trackers import MLflowLogger, WandbLogger
+
+    opened: list[MetricsLogger] = [CSVLogger(out / "metrics.csv", columns, resume_step)]
     try:
-        return MetricsLog([csv_log, TensorBoardLogger(out / "tb", resume_step)])
+        for name in names:
+            if name == "tensorboard":
+                opened.append(TensorBoardLogger(out / "tb", resume_step))
+            elif name == "wandb":
+                opened.append(WandbLogger(out, config or {}))
+            elif name == "mlflow":
+                opened.append(MLflowLogger(out, config or {}))
+        return MetricsLog(opened)
     except BaseException:
-        csv_log.close()
+        MetricsLog(opened).close()
         raise

@@ -17,13 +17,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from leantrain.adopt.compose import TECHNIQUES, config_keys, enabled_techniques
 from leantrain.config import LeantrainConfig, load_config
 from leantrain.errors import ConfigError
 from leantrain.models import registered_model_types
 from leantrain.trainer.text_folder import FolderCorpus
+from leantrain.trainer.trackers import missing_package
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -241,6 +250,11 @@ class Recipe(_Spec):
         description="Data parallelism under torchrun: DDP, or FSDP2 for large models.",
     )
     num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    loggers: list[Literal["csv", "tensorboard", "wandb", "mlflow"]] = Field(
+        default=["csv", "tensorboard"],
+        description="Where metrics go: csv (metrics.csv, always), tensorboard (tb/), wandb, "
+        "mlflow (each configured by its own environment variables).",
+    )
 
     _config: LeantrainConfig = PrivateAttr(default_factory=LeantrainConfig)
     _source: Path | None = PrivateAttr(default=None)
@@ -268,6 +282,21 @@ class Recipe(_Spec):
         if d.tokenizer != "byte" and d.tokenizer_path is None and self.model.pretrained is None:
             raise ValueError(f"data.tokenizer_path: required for tokenizer '{d.tokenizer}'")
         return self
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_usable(cls, names: list[str]) -> list[str]:
+        if "csv" not in names:
+            raise ValueError(
+                "loggers: 'csv' is required (leantrain report and --resume read metrics.csv)"
+            )
+        for name in names:
+            if (package := missing_package(name)) is not None:
+                raise ValueError(
+                    f"loggers: '{name}' needs the {package} package: pip install {package} (or the "
+                    "leantrain[loggers] extra)"
+                )
+        return list(dict.fromkeys(names))
 
     @property
     def config(self) -> LeantrainConfig:

@@ -2,7 +2,9 @@
 
 Reads each run's `metrics.csv` (written by `leantrain train` and `leantrain demo`), draws the
 training loss (lines) and validation loss (markers) against training wall-clock and against
-consumed layer-tokens in one PNG, and prints a table of what each run spent and reached.
+consumed layer-tokens in one PNG, and prints a table of what each run spent and reached, with
+each run's ratios to the first and a caveat where the two were set up differently in more than
+their techniques (their recorded recipes, host or device differ, or were not recorded).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from leantrain.adopt.compose import config_keys
 from leantrain.errors import LeantrainError
+from leantrain.trainer.runinfo import read_run_info, setup_differences
 
 __all__ = [
     "add_arguments",
+    "caveats",
     "format_table",
     "plot_runs",
     "read_metrics",
@@ -87,8 +92,38 @@ def _fmt(value: float | str | None) -> str:
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def format_table(rows: Sequence[dict[str, float | str]]) -> str:
-    """A Markdown table of `summarize` rows, with each run's ratio to the first one."""
+def caveats(run_dirs: Sequence[str | Path], names: Sequence[str]) -> dict[str, str]:
+    """By run name: why a run's ratios to the first run (`run_dirs[0]`) may measure more than
+    its techniques; runs without a caveat are left out."""
+    infos = [read_run_info(d) for d in run_dirs]
+    out: dict[str, str] = {}
+    for name, run_dir, info in zip(names[1:], run_dirs[1:], infos[1:], strict=True):
+        notes = []
+        if infos[0] is None or info is None:
+            unknown = [str(d) for d, i in ((run_dirs[0], infos[0]), (run_dir, info)) if i is None]
+            notes.append(
+                f"no recipe recorded in {' or '.join(unknown)} (no run.json, no checkpoint): "
+                "whether the runs differ only in their techniques is unknown"
+            )
+        else:
+            differs = setup_differences(infos[0], info, config_keys())
+            if differs:
+                notes.append("differs in more than the techniques: " + "; ".join(differs))
+            if "host" not in infos[0] or "host" not in info:
+                notes.append(
+                    "where a run ran is not recorded (no run.json): wall-clock ratios assume the "
+                    "same machine and load"
+                )
+        if notes:
+            out[name] = ". ".join(notes)
+    return out
+
+
+def format_table(
+    rows: Sequence[dict[str, float | str]], notes: dict[str, str] | None = None
+) -> str:
+    """A Markdown table of `summarize` rows, with each run's ratio to the first one and its
+    caveat (`notes`, by run name: see `caveats`)."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
     header = ["run", *[k for k in keys if k != "run"]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -103,6 +138,8 @@ def format_table(rows: Sequence[dict[str, float | str]]) -> str:
                 if isinstance(a, float) and isinstance(b, float) and a > 0:
                     parts.append(f"{key} {b / a:.2f}x")
             lines.append(f"\n{r['run']} vs {base['run']}: " + ", ".join(parts))
+            if notes and str(r["run"]) in notes:
+                lines.append(f"  caveat: {notes[str(r['run'])]}")
     return "\n".join(lines)
 
 
@@ -161,6 +198,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the comparison table and write the PNG."""
     rows = [summarize(d) for d in args.run_dirs]
-    print(format_table(rows))
+    print(format_table(rows, caveats(args.run_dirs, [str(r["run"]) for r in rows])))
     print(f"\nwrote {plot_runs(args.run_dirs, args.out)}")
     return 0

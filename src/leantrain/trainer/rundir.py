@@ -30,6 +30,7 @@ import torch.distributed as dist
 from leantrain.errors import ConfigError, LeantrainError
 from leantrain.files import HOST, discard, sweep_stale, writing
 from leantrain.trainer.checkpoint import restore_set_aside
+from leantrain.trainer.runinfo import RUN_INFO
 
 __all__ = ["LOCK_NAME", "RUN_ENTRIES", "RunDirBusy", "RunLock", "open_run_dir"]
 
@@ -39,7 +40,7 @@ T = TypeVar("T")
 #: The lock file inside a run folder.
 LOCK_NAME = ".lock"
 #: What `leantrain train` writes into a run folder (what `overwrite` removes).
-RUN_ENTRIES = ("checkpoints", "metrics.csv", "tb", "model")
+RUN_ENTRIES = ("checkpoints", "metrics.csv", "tb", "wandb", "model", RUN_INFO)
 _UNKNOWN = "an unknown process"
 
 
