@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu"
     torch.manual_seed(0)  # the same initial weights on every rank
     handle = train(tiny_gpt2(), CONFIG, ByteBlocks(), steps=args.steps, device=device)
-    print(f"rank {dist.get_rank()}/{dist.get_world_size()}", handle.global_step, handle.metrics())
+    rank = f"{dist.get_rank()}/{dist.get_world_size()}"  # one write per line: ranks share stdout
+    print(f"rank {rank} {handle.global_step} {handle.metrics()}", flush=True)
     dist.destroy_process_group()
 
 
