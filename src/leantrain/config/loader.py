@@ -6,7 +6,7 @@ import copy
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,12 +155,18 @@ _KEY_PATH = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.DOTALL)
 
 
 def describe_error(
-    err: ValidationError, root: type[BaseModel] = LeantrainConfig, prefix: str = ""
+    err: ValidationError,
+    root: type[BaseModel] = LeantrainConfig,
+    prefix: str = "",
+    *,
+    extra_keys: Sequence[str] = (),
+    name: str = "config",
 ) -> str:
     """One line per problem: `dotted.path: what was wrong; what was expected`.
 
     `root` is the model that was validated and `prefix` its dotted key in a whole config (a
-    section validated alone still names its full key path).
+    section validated alone still names its full key path); `extra_keys` are further valid
+    top-level keys (validated elsewhere) for "did you mean"; `name` names the whole document.
     """
     lead = prefix.split(".") if prefix else []
     lines = []
@@ -169,7 +175,7 @@ def describe_error(
         kind = problem["type"]
         msg = problem["msg"]
         if kind == "extra_forbidden":
-            fields = _field_names_at(root, path[:-1])
+            fields = _field_names_at(root, path[:-1]) + ([] if path[:-1] else list(extra_keys))
             near = difflib.get_close_matches(path[-1], fields, n=1, cutoff=0.6)
             hint = f"; did you mean '{near[0]}'?" if near else f"; expected one of {sorted(fields)}"
             lines.append(f"{'.'.join(lead + path)}: unknown key{hint}")
@@ -183,7 +189,7 @@ def describe_error(
             if nested:
                 path = [*path, nested.group(1)]
                 msg = nested.group(2)
-            lines.append(f"{'.'.join(lead + path) or 'config'}: {msg}")
+            lines.append(f"{'.'.join(lead + path) or name}: {msg}")
             continue
         got = problem.get("input")
         about = _field_description(root, path)

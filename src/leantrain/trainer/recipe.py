@@ -29,6 +29,7 @@ from pydantic import (
 
 from leantrain.adopt.compose import TECHNIQUES, config_keys, enabled_techniques
 from leantrain.config import LeantrainConfig, load_config
+from leantrain.config.loader import describe_error
 from leantrain.errors import ConfigError
 from leantrain.models import registered_model_types
 from leantrain.trainer.text_folder import FolderCorpus
@@ -325,7 +326,9 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str | Path | None = Non
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(origin + _describe(err)) from None
+        raise ConfigError(
+            origin + describe_error(err, Recipe, extra_keys=config_keys(), name="recipe")
+        ) from None
     recipe._config = config
     if recipe.optim.decay == "layer_tokens" and not any(
         t.schedules_lr(config) for t in enabled_techniques(config)
@@ -401,37 +404,3 @@ def _check_files(recipe: Recipe, origin: str) -> None:
             "`save_pretrained` folder, such as the `model/` folder a finished `leantrain train` "
             "run writes (or --set model.pretrained=null to build model.family from scratch)"
         )
-
-
-def _describe(err: ValidationError) -> str:
-    """One line per problem: `dotted.key: what was wrong; what was expected`."""
-    lines = []
-    for problem in err.errors(include_url=False):
-        path = [str(p) for p in problem["loc"]]
-        key = ".".join(path) or "recipe"
-        kind = problem["type"]
-        if kind == "extra_forbidden":
-            known = _keys_at(path[:-1])
-            near = difflib.get_close_matches(path[-1], known, n=1, cutoff=0.6)
-            hint = f"did you mean '{near[0]}'?" if near else f"expected one of {sorted(known)}"
-            lines.append(f"{key}: unknown key; {hint}")
-        elif kind == "missing":
-            lines.append(f"{key}: required key is missing")
-        elif kind == "value_error":
-            lines.append(problem["msg"].removeprefix("Value error, "))
-        else:
-            msg = problem["msg"].removeprefix("Input should be ")
-            lines.append(f"{key}: got {problem.get('input')!r}; expected {msg}")
-    return "\n".join(lines)
-
-
-def _keys_at(path: list[str]) -> list[str]:
-    """Valid keys of the section at `path` (the top level includes the technique sections)."""
-    model: Any = Recipe
-    for part in path:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        model = field.annotation
-    names = list(getattr(model, "model_fields", {}))
-    return [*names, *config_keys()] if not path else names
