@@ -9,12 +9,15 @@ controller with DeepSpeed's method names, and one adapter class implementing `Te
 - is built complete from its typed section and what `prepare` knows (`from_config`, `Setup`),
 - edits the model (`apply` / `revert`), advances once per optimizer step (`step`), post-processes
   batches or owns their order (`process_batch`, `batch_sampler`), shapes the token accounting
-  (`account`), reports `metrics()` and saves `state_dict()`.
+  (`account`), reports `metrics()` and saves `state_dict()`,
+- edits a raw config dict for `leantrain compare` (class methods: `enabled_in`, `remove_from`
+  for an arm without it, `scale_steps` for a run of another length; `account_logged` reads back
+  a finished step's shape from the metrics it logged).
 
 `leantrain.adopt` holds the ordered list of techniques (`TECHNIQUES`) and loops over it;
-`prepare`, the handle, the HF callback, the trainer and `leantrain config check` name no
-technique. Adding one is a new folder with such an adapter plus one line in that list (or a call
-to `leantrain.adopt.register_technique`).
+`prepare`, the handle, the HF callback, the trainer, `leantrain compare` and `leantrain config
+check` name no technique. Adding one is a new folder with such an adapter plus one line in that
+list (or a call to `leantrain.adopt.register_technique`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch.utils.data import Dataset, Sampler
 
 from leantrain.accounting import StepShape, TokenCounter
 from leantrain.config import LeantrainConfig
+from leantrain.config.raw import is_on, remove_section
 from leantrain.errors import ConfigError, LeantrainError
 from leantrain.models import BlockList
 
@@ -125,6 +129,14 @@ class Technique(ABC):
     columns: ClassVar[Mapping[str, str]] = {}
     #: Dotted key of its LR schedule section, if it can set the LR (`lr_multiplier`).
     lr_schedule_key: ClassVar[str | None] = None
+    #: Its short name as an arm of `leantrain compare` (`pld+ltd`); its `name` unless set.
+    arm: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Default `arm` to `name`."""
+        super().__init_subclass__(**kwargs)
+        if "arm" not in vars(cls) and "name" in vars(cls):
+            cls.arm = cls.name
 
     # -- what the config says, before anything is built ----------------------------------------
 
@@ -167,6 +179,35 @@ class Technique(ABC):
     @abstractmethod
     def from_config(cls, config: LeantrainConfig, setup: Setup) -> Technique:
         """Build it, complete, from its section of `config` (enabled) and `setup`."""
+
+    # -- a raw config dict (`leantrain compare`'s arms, budgets and FLOPs) ----------------------
+
+    @classmethod
+    def enabled_in(cls, raw: Mapping[str, Any]) -> bool:
+        """Whether a raw config (or recipe) dict turns it on: one of its `sections` is there and
+        enabled, as is every section enclosing it."""
+        return any(is_on(raw, key) for key in cls.sections)
+
+    @classmethod
+    def remove_from(cls, raw: dict[str, Any]) -> None:
+        """Remove its sections from a raw config dict in place (an arm without it), and each
+        enclosing section left holding no section."""
+        for key in cls.sections:
+            remove_section(raw, key)
+
+    @classmethod
+    def scale_steps(cls, raw: dict[str, Any], factor: float) -> None:
+        """Scale its schedules' step-valued settings in a raw config dict by `factor`, in place,
+        so they end where they end relative to a run `factor` times as long."""
+        return None
+
+    @classmethod
+    def account_logged(
+        cls, config: LeantrainConfig, row: Mapping[str, float], shape: StepShape
+    ) -> None:
+        """Shape a finished step as `account` did, from the `metrics()` its run logged (`row`):
+        `leantrain compare` counts a run's FLOPs so."""
+        return None
 
     # -- one run -------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """A fourth technique is one class and one registration: a tiny test-only technique runs
-through `prepare`, the plain loop, `config check`, the HF Trainer callback and the trainer."""
+through `prepare`, the plain loop, `config check`, the HF Trainer callback and the trainer, and
+is an arm of `leantrain compare`, its schedule scaled to each budget."""
 
 from __future__ import annotations
 
@@ -22,7 +23,15 @@ import leantrain
 from leantrain.adopt import TECHNIQUES, register_technique
 from leantrain.adopt.hf import STATE_FILE, attach
 from leantrain.cli import main
+from leantrain.compare.arms import (
+    arm_names,
+    arm_recipe,
+    parse_arms,
+    recipe_techniques,
+    scale_to_budget,
+)
 from leantrain.config import LeantrainConfig
+from leantrain.config.raw import scaled_steps
 from leantrain.config.resolve import section_of
 from leantrain.config.schema import Section
 from leantrain.errors import ConfigError
@@ -37,6 +46,7 @@ class ForwardCounterConfig(Section):
     """`forward_counter`: the section of the test-only technique."""
 
     enabled: bool = Field(False, description="Count training forwards.")
+    until_step: int | None = Field(None, ge=1, description="Count until this step (None: always).")
 
 
 class ForwardCounter(Technique):
@@ -46,8 +56,9 @@ class ForwardCounter(Technique):
     sections = (KEY,)
     columns: ClassVar[Mapping[str, str]] = {f"{KEY}/forwards": "f"}
 
-    def __init__(self, blocks: BlockList) -> None:
+    def __init__(self, blocks: BlockList, until_step: int | None = None) -> None:
         self.blocks = blocks
+        self.until_step = until_step
         self.forwards = 0
         self.batches = 0
         self.steps: list[int] = []
@@ -67,14 +78,21 @@ class ForwardCounter(Technique):
         return [f"{KEY}: {'on, counts training forwards' if on else 'off'}"]
 
     @classmethod
+    def scale_steps(cls, raw: dict[str, Any], factor: float) -> None:
+        section = raw.get(KEY)
+        if isinstance(section, dict) and section.get("until_step"):
+            section["until_step"] = scaled_steps(section["until_step"], factor)
+
+    @classmethod
     def from_config(cls, config: LeantrainConfig, setup: Setup) -> ForwardCounter:
-        return cls(setup.blocks)
+        return cls(setup.blocks, section_of(config, ForwardCounterConfig, KEY).until_step)
 
     def apply(self, model: nn.Module) -> None:
         self.hook = self.blocks.blocks[0].register_forward_pre_hook(self._count)
 
     def _count(self, module: nn.Module, args: Any) -> None:
-        self.forwards += int(module.training)
+        until = self.until_step
+        self.forwards += int(module.training and (until is None or self.steps[-1] < until))
 
     def revert(self, model: nn.Module) -> None:
         assert self.hook is not None
@@ -223,3 +241,36 @@ def test_trainer_logs_its_column_and_resumes_it(tmp_path: Path) -> None:
     with (tmp_path / "run" / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(r[f"{KEY}/forwards"]) for r in rows] == [2.0, 4.0, 6.0]  # resumed at 4
+
+
+@pytest.mark.usefixtures("counter")
+def test_compare_scales_it_to_a_budget_and_ablates_it() -> None:
+    raw: dict[str, Any] = {
+        "optim": {"max_steps": 400},
+        KEY: {"enabled": True, "until_step": 100},
+        "progressive_layer_drop": {"enabled": True, "gamma": 0.01},
+    }
+    assert ForwardCounter.arm == KEY and arm_names()[-1] == KEY  # its name, last in the list
+    available = recipe_techniques(raw)
+    assert available == {"pld", KEY}
+    assert parse_arms(f"pld+{KEY},{KEY}", available) == ["baseline", f"pld+{KEY}", KEY]
+    assert KEY not in arm_recipe(raw, "pld") and KEY not in arm_recipe(raw, "baseline")
+    assert arm_recipe(raw, KEY) == {"optim": {"max_steps": 400}, KEY: raw[KEY]}
+    run = scale_to_budget(arm_recipe(raw, "leantrain"), 100, reference=400)
+    assert run[KEY] == {"enabled": True, "until_step": 25}
+    assert run["progressive_layer_drop"]["gamma"] == pytest.approx(0.04)
+    with pytest.raises(ConfigError, match="does not enable"):
+        parse_arms(KEY, recipe_techniques({KEY: {"enabled": False}}) | {"pld"})
+
+
+@pytest.mark.usefixtures("counter")
+def test_its_step_valued_setting_is_the_one_scaled() -> None:
+    model = make_gpt2()
+    cfg = {"train_micro_batch_size_per_gpu": 2, KEY: {"enabled": True, "until_step": 1}}
+    handle = leantrain.prepare(model, cfg, LMDataset(), seq_length=SEQ)
+    model.train()
+    batches = iter(handle.dataloader())
+    for _ in range(3):
+        model(**next(batches)).loss.backward()
+        handle.step()
+    assert handle.metrics()[f"{KEY}/forwards"] == 1.0  # counted during step 0 only

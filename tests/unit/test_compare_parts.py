@@ -14,8 +14,12 @@ from leantrain.compare.arms import (
     recipe_techniques,
     scale_to_budget,
 )
+from leantrain.config import LeantrainConfig, load_config
 from leantrain.errors import ConfigError
 from leantrain.pld.schedule import expected_keep_fraction
+
+#: The technique sections of `raw_recipe()`.
+TECHNIQUE_SECTIONS = ("progressive_layer_drop", "curriculum_learning", "data_efficiency")
 
 
 def raw_recipe() -> dict:
@@ -143,20 +147,54 @@ def test_pld_and_random_ltd_reduce_block_flops_as_their_counters_say() -> None:
 
 
 def test_run_flops_reads_each_steps_schedule() -> None:
+    raw = raw_recipe()
+    raw["curriculum_learning"].update(
+        curriculum_type="seqlen", min_difficulty=8, max_difficulty=128
+    )
+    config = load_config({k: raw[k] for k in TECHNIQUE_SECTIONS})
     rows = [
         {"step": 1.0, "pld/theta": 1.0, "curriculum/difficulty": 64.0},
         {"step": 2.0, "pld/theta": 0.5, "curriculum/difficulty": 128.0},
+        {"step": 3.0, "random_ltd/reserved_length": 32.0, "curriculum/difficulty": 96.0},
     ]
-    got = run_flops(rows, SHAPE, samples=4, seq_len=128)
+    got = run_flops(rows, SHAPE, samples=4, seq_len=128, config=config)
     keep = [1 - (i + 1) / 12 * 0.5 for i in range(12)]
-    want = step_flops(SHAPE, samples=4, seq_len=64) + step_flops(
-        SHAPE, samples=4, seq_len=128, keep_probs=keep
+    want = (
+        step_flops(SHAPE, samples=4, seq_len=64)
+        + step_flops(SHAPE, samples=4, seq_len=128, keep_probs=keep)
+        + step_flops(SHAPE, samples=4, seq_len=96, ltd_layer_ids=range(1, 11), reserved_length=32)
     )
     assert got == pytest.approx(want)
-    reshaped = run_flops(rows[:1], SHAPE, samples=4, seq_len=128, reshape=True)
-    assert reshaped == pytest.approx(step_flops(SHAPE, samples=8, seq_len=64))
     with pytest.raises(ValueError, match="log_interval"):
-        run_flops([{"step": 2.0}], SHAPE, samples=1, seq_len=8)
+        run_flops([{"step": 2.0}], SHAPE, samples=1, seq_len=8, config=config)
+
+
+def test_run_flops_counts_folded_rows_and_ignores_a_curriculum_that_cuts_nothing() -> None:
+    def curriculum(metric: str) -> LeantrainConfig:
+        section = {
+            "enabled": True,
+            "curriculum_metrics": {
+                metric: {
+                    "difficulty_type": "value",
+                    "clustering_type": "single_cluster",
+                    "min_difficulty": 32,
+                    "max_difficulty": 128,
+                    "schedule_type": "fixed_linear",
+                    "schedule_config": {"total_curriculum_step": 10, "difficulty_step": 8},
+                }
+            },
+        }
+        sampling = {"enabled": True, "curriculum_learning": section}
+        return load_config({"data_efficiency": {"enabled": True, "data_sampling": sampling}})
+
+    row = [{"step": 1.0, "curriculum/difficulty": 48.0}]
+    # 2 micro-batches of 2 rows of 128 tokens fold into 2 x ceil(2 * 128 / 48) = 12 rows of 48
+    folded = run_flops(
+        row, SHAPE, samples=4, seq_len=128, config=curriculum("seqlen_reshape"), micro_batches=2
+    )
+    assert folded == pytest.approx(step_flops(SHAPE, samples=12, seq_len=48))
+    kept = run_flops(row, SHAPE, samples=4, seq_len=128, config=curriculum("vocabularyrarity"))
+    assert kept == pytest.approx(step_flops(SHAPE, samples=4, seq_len=128))
 
 
 @given(st.integers(1, 2048), st.integers(1, 2048))

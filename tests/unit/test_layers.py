@@ -39,7 +39,7 @@ LAYERS = {
 }
 TECHNIQUE_FOLDERS = {"pld", "curriculum", "random_ltd"}
 #: Modules of the host layers that must not know any technique, and the one that lists them.
-HOSTS = ("adopt", "trainer", "config/check.py")
+HOSTS = ("adopt", "trainer", "compare", "config/check.py")
 THE_LIST = "adopt/compose.py"
 #: Words that give a technique away in code (names, config keys), outside docstrings.
 TECHNIQUE_WORDS = (
@@ -121,7 +121,7 @@ def test_no_import_runs_up_a_layer(path: Path) -> None:
 )
 def test_hosts_name_no_technique(path: Path) -> None:
     """Only the list in adopt/compose.py knows the techniques; the handle, `prepare`, the HF
-    callback, the trainer and `config check` loop over it."""
+    callback, the trainer, `leantrain compare` and `config check` loop over it."""
     assert not _imports(path) & TECHNIQUE_FOLDERS
     tree = ast.parse(path.read_text(encoding="utf-8"))
     named = [s for s in _code_strings(tree) if any(w in s for w in TECHNIQUE_WORDS)]

@@ -1,17 +1,19 @@
 """The arms of a comparison and each run's recipe: technique subsets, scaled to a budget.
 
 An *arm* is the recipe with some of its techniques: `baseline` (none: every technique section
-removed), `leantrain` (all the recipe enables), or a `+`-joined subset of `pld`, `cl`
-(curriculum learning: sequence-length warmup or Data Efficiency sampling) and `ltd`
-(random-LTD), e.g. `pld+ltd`, for ablations.
+removed), `leantrain` (all the recipe enables), or a `+`-joined subset of the techniques' arm
+names (`Technique.arm`: `pld`, `cl` for curriculum learning, `ltd` for random-LTD, and any a
+registered technique adds), e.g. `pld+ltd`, for ablations. Each technique says whether a raw
+recipe enables it (`enabled_in`) and removes its own sections from an arm without it
+(`remove_from`; an arm without random-LTD whose recipe decays the LR by layer-tokens decays it by
+steps instead).
 
 Each run gets its own complete schedule. A recipe states its schedules for its own
-`optim.max_steps`; a run of B steps scales every step-valued schedule by B / max_steps: the LR
-warmup, PLD's γ (inversely), the curriculum's `total_curriculum_step` (and `max_step` lists),
-random-LTD's `require_steps`, and the layer-token LR schedule's token totals. So LR warmup and
-decay, the curriculum and random-LTD's growth end where they end in the recipe, relative to the
-run. An arm without random-LTD whose recipe decays the LR by layer-tokens decays it by steps
-instead (cosine, warmup converted at full length): that schedule needs random-LTD's counter.
+`optim.max_steps`; a run of B steps scales the LR warmup and every technique's step-valued
+schedule by B / max_steps (`Technique.scale_steps`: PLD's γ inversely, the curriculum's
+`total_curriculum_step` and `max_step` lists, random-LTD's `require_steps` and layer-token LR
+totals). So LR warmup and decay, the curriculum and random-LTD's growth end where they end in
+the recipe, relative to the run.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from leantrain.adopt.compose import TECHNIQUES
+from leantrain.config.raw import scaled_steps
 from leantrain.errors import ConfigError
 
 __all__ = [
     "BASELINE",
     "LEANTRAIN",
-    "TECHNIQUES",
+    "arm_names",
     "arm_recipe",
     "arm_techniques",
     "budgets_from",
@@ -35,34 +39,16 @@ __all__ = [
 ]
 
 BASELINE, LEANTRAIN = "baseline", "leantrain"
-#: Short names of the techniques an arm can hold, in composition order.
-TECHNIQUES = {"cl": "curriculum learning", "ltd": "random-LTD", "pld": "progressive layer drop"}
 
 
-def _section(raw: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
-    node: Any = raw
-    for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
-
-
-def _on(raw: Mapping[str, Any], *path: str) -> bool:
-    """Whether every section along `path` is present and enabled."""
-    return all(_section(raw, *path[: i + 1]).get("enabled", False) for i in range(len(path)))
+def arm_names() -> list[str]:
+    """Short names of the techniques an arm can hold (`Technique.arm`), in composition order."""
+    return [t.arm for t in TECHNIQUES]
 
 
 def recipe_techniques(raw: Mapping[str, Any]) -> frozenset[str]:
-    """The techniques a raw recipe (or DeepSpeed config) dict enables."""
-    found = set()
-    if _on(raw, "progressive_layer_drop"):
-        found.add("pld")
-    if _on(raw, "curriculum_learning") or _on(
-        raw, "data_efficiency", "data_sampling", "curriculum_learning"
-    ):
-        found.add("cl")
-    if _on(raw, "data_efficiency", "data_routing", "random_ltd"):
-        found.add("ltd")
-    return frozenset(found)
+    """The techniques (arm names) a raw recipe (or DeepSpeed config) dict enables."""
+    return frozenset(t.arm for t in TECHNIQUES if t.enabled_in(raw))
 
 
 def arm_techniques(arm: str, available: frozenset[str]) -> frozenset[str]:
@@ -72,11 +58,12 @@ def arm_techniques(arm: str, available: frozenset[str]) -> frozenset[str]:
     if arm == LEANTRAIN:
         return available
     parts = arm.split("+")
-    unknown = [p for p in parts if p not in TECHNIQUES]
+    names = arm_names()
+    unknown = [p for p in parts if p not in names]
     if unknown or len(set(parts)) != len(parts):
         raise ConfigError(
-            f"--arms: '{arm}' is not an arm; expected baseline, leantrain or a '+'-joined "
-            f"subset of {sorted(TECHNIQUES)} (e.g. pld+ltd)"
+            f"--arms: '{arm}' is not an arm; expected {BASELINE}, {LEANTRAIN} or a '+'-joined "
+            f"subset of {sorted(names)} (e.g. {'+'.join(names[:2])})"
         )
     missing = sorted(set(parts) - available)
     if missing:
@@ -100,99 +87,30 @@ def parse_arms(text: str, available: frozenset[str]) -> list[str]:
     return [BASELINE, *rest]
 
 
-def _strip(raw: dict[str, Any], keep: frozenset[str]) -> None:
-    """Remove (in place) the sections of the techniques not in `keep`."""
-    if "pld" not in keep:
-        raw.pop("progressive_layer_drop", None)
-    de = raw.get("data_efficiency")
-    if "cl" not in keep:
-        raw.pop("curriculum_learning", None)
-        if isinstance(de, dict):
-            de.pop("data_sampling", None)
-    if "ltd" not in keep and isinstance(de, dict):
-        ltd = _section(de, "data_routing", "random_ltd")
-        de.pop("data_routing", None)
-        optim = raw.get("optim")
-        if isinstance(optim, dict) and optim.get("decay") == "layer_tokens":
-            _steps_instead_of_layer_tokens(raw, ltd)
-    if isinstance(de, dict) and not ({"data_sampling", "data_routing"} & set(de)):
-        raw.pop("data_efficiency")
-
-
-def _steps_instead_of_layer_tokens(raw: dict[str, Any], ltd: Mapping[str, Any]) -> None:
-    """Cosine decay by steps, the warmup converted from layer-tokens at full length."""
-    optim = raw["optim"]
-    optim["decay"] = "cosine"
-    warm = _section(ltd, "layer_token_lr_schedule").get("warmup_layer_tokens", 0) or 0
-    data, model = _section(raw, "data"), _section(raw, "model", "config")
-    layers = ltd.get("total_layer_num") or model.get("n_layer") or model.get("num_hidden_layers")
-    per_step = (
-        int(optim.get("micro_batch_size", 8))
-        * int(optim.get("grad_accum", 1))
-        * int(data.get("seq_len", 128))
-        * int(layers or 1)
-    )
-    optim["warmup_steps"] = round(warm / per_step)
-
-
 def arm_recipe(raw: Mapping[str, Any], arm: str) -> dict[str, Any]:
-    """A copy of the raw recipe dict with only arm `arm`'s techniques."""
+    """A copy of the raw recipe dict with only arm `arm`'s techniques (each other technique
+    removes its sections: `Technique.remove_from`)."""
     out = copy.deepcopy(dict(raw))
-    _strip(out, arm_techniques(arm, recipe_techniques(raw)))
+    keep = arm_techniques(arm, recipe_techniques(raw))
+    for technique in TECHNIQUES:
+        if technique.arm not in keep:
+            technique.remove_from(out)
     return out
 
 
-def _scaled(value: int, factor: float) -> int:
-    return max(1, round(value * factor))
-
-
-def _node(raw: Mapping[str, Any], *path: str) -> dict[str, Any] | None:
-    """The dict at `path` (for editing in place), or None."""
-    node = _section(raw, *path)
-    return node if isinstance(node, dict) and node else None
-
-
-def _scale_schedule(section: dict[str, Any], factor: float) -> None:
-    """A curriculum schedule's step counts, in place."""
-    cfg = section.get("schedule_config")
-    if not isinstance(cfg, dict):
-        return
-    if isinstance(cfg.get("total_curriculum_step"), int):
-        cfg["total_curriculum_step"] = _scaled(cfg["total_curriculum_step"], factor)
-    if isinstance(cfg.get("max_step"), list):
-        cfg["max_step"] = [_scaled(int(s), factor) for s in cfg["max_step"]]
-
-
 def scale_to_budget(raw: Mapping[str, Any], steps: int, *, reference: int) -> dict[str, Any]:
-    """A copy of `raw` trained for `steps` steps, its schedules scaled by steps / `reference`
-    (the recipe's own `optim.max_steps`)."""
+    """A copy of `raw` trained for `steps` steps, its LR warmup and every technique's schedules
+    (`Technique.scale_steps`) scaled by steps / `reference` (the recipe's own `optim.max_steps`)."""
     if steps < 1 or reference < 1:
         raise ConfigError(f"budget: {steps} steps of a recipe for {reference}; expected >= 1")
     out = copy.deepcopy(dict(raw))
-    f = steps / reference
+    factor = steps / reference
     optim = out.setdefault("optim", {})
     optim["max_steps"] = steps
     if optim.get("warmup_steps"):
-        optim["warmup_steps"] = _scaled(int(optim["warmup_steps"]), f)
-    pld = out.get("progressive_layer_drop")
-    if isinstance(pld, dict) and pld.get("gamma") is not None:
-        pld["gamma"] = float(pld["gamma"]) / f
-    if isinstance(out.get("curriculum_learning"), dict):
-        _scale_schedule(out["curriculum_learning"], f)
-    metrics = _section(
-        out, "data_efficiency", "data_sampling", "curriculum_learning", "curriculum_metrics"
-    )
-    for section in metrics.values():
-        if isinstance(section, dict):
-            _scale_schedule(section, f)
-    ltd = ("data_efficiency", "data_routing", "random_ltd")
-    cfg = _node(out, *ltd, "random_ltd_schedule", "schedule_config")
-    if cfg is not None and isinstance(cfg.get("require_steps"), int):
-        cfg["require_steps"] = _scaled(cfg["require_steps"], f)
-    lr = _node(out, *ltd, "layer_token_lr_schedule")
-    for key in ("total_layer_tokens", "warmup_layer_tokens"):
-        if lr is not None and lr.get(key):
-            lr[key] = _scaled(int(lr[key]), f)
+        optim["warmup_steps"] = scaled_steps(int(optim["warmup_steps"]), factor)
+    for technique in TECHNIQUES:
+        technique.scale_steps(out, factor)
     return out
 
 

@@ -24,7 +24,14 @@ from typing import Any
 
 import yaml
 
-from leantrain.compare.arms import BASELINE, budgets_from, parse_arms, recipe_techniques
+from leantrain.compare.arms import (
+    BASELINE,
+    LEANTRAIN,
+    arm_names,
+    budgets_from,
+    parse_arms,
+    recipe_techniques,
+)
 from leantrain.compare.runner import run_all
 from leantrain.compare.summary import (
     Analysis,
@@ -133,8 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `leantrain compare`."""
     add = parser.add_argument
     add("recipe", help="recipe YAML (its technique sections make the leantrain arm)")
-    add("--arms", default=f"{BASELINE},leantrain",
-        help="comma list: baseline, leantrain, or subsets like pld, cl+ltd, pld+cl+ltd")  # fmt: skip
+    add("--arms", default=f"{BASELINE},{LEANTRAIN}", help=f"comma list: {BASELINE}, {LEANTRAIN}, "
+        f"or '+'-joined subsets of {', '.join(arm_names())}")  # fmt: skip
     add("--budgets", help="step budgets of every arm, e.g. 100,200,400 (default: the recipe's "
         "max_steps and half of it)")  # fmt: skip
     add("--arm-budgets", action="append", default=[], metavar="ARM=STEPS,...",

@@ -14,7 +14,8 @@ Forward FLOPs of one sample whose blocks see n tokens (a multiply-add is 2 FLOPs
 
 A training step costs 3 × forward (the backward pass is about twice the forward), times the
 samples of the global batch. `run_flops` sums this over the rows of a run's `metrics.csv`, whose
-schedule columns (θ, r, d) hold what each step used.
+schedule columns (θ, r, d) hold what each step used: each technique reads its own back into the
+step's `StepShape` (`Technique.account_logged`), as it shaped the token count while it ran.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from leantrain.pld.schedule import layer_keep_probs
+from leantrain.accounting import StepShape
+from leantrain.adopt.compose import enabled_techniques
+from leantrain.config import LeantrainConfig
 
-__all__ = ["ModelShape", "block_flops", "run_flops", "step_flops"]
+__all__ = ["ModelShape", "block_flops", "run_flops", "shape_flops", "step_flops"]
 
 #: Training FLOPs per forward FLOP (forward + backward ≈ 1 + 2).
 TRAIN_FACTOR = 3.0
@@ -79,15 +82,25 @@ def step_flops(
         raise ValueError(
             f"step_flops: {len(keep_probs)} keep probabilities for {shape.layers} layers"
         )
-    dropped = seq_len if reserved_length is None else min(reserved_length, seq_len)
-    full, short = block_flops(shape, seq_len), block_flops(shape, dropped)
+    step = StepShape(samples, seq_len, shape.layers)
+    if reserved_length is not None:
+        step.cap(ltd_layer_ids, reserved_length)
+    if keep_probs is not None:
+        step.keep(keep_probs)
+    return shape_flops(shape, step)
+
+
+def shape_flops(shape: ModelShape, step: StepShape) -> float:
+    """Training FLOPs of one step as the techniques shaped it: each block on the tokens it sees,
+    weighted by the probability that it runs; the head on the step's rows."""
+    keep = step.keep_probs
     blocks = sum(
-        (short if i in ltd_layer_ids else full) * (1.0 if keep_probs is None else keep_probs[i])
-        for i in range(shape.layers)
+        block_flops(shape, tokens) * (1.0 if keep is None else keep[i])
+        for i, tokens in enumerate(step.block_tokens())
     )
-    d = shape.dim
-    head = 2.0 * seq_len * d * shape.vocab + (2.0 * seq_len * d * d if shape.mlm_head else 0.0)
-    return TRAIN_FACTOR * samples * (blocks + head)
+    n, d = step.seq_length, shape.dim
+    head = 2.0 * n * d * shape.vocab + (2.0 * n * d * d if shape.mlm_head else 0.0)
+    return TRAIN_FACTOR * step.samples * (blocks + head)
 
 
 def run_flops(
@@ -96,34 +109,24 @@ def run_flops(
     *,
     samples: int,
     seq_len: int,
-    ltd_layer_ids: Collection[int] = (),
-    reshape: bool = False,
+    config: LeantrainConfig,
+    micro_batches: int = 1,
 ) -> float:
-    """Training FLOPs of a whole run from its per-step `metrics.csv` rows (logged every step).
-
-    Each row's `curriculum/difficulty` (absent: `seq_len`), `random_ltd/reserved_length` and
-    `pld/theta` are the values its step used. With `reshape` (the `seqlen_reshape` curriculum)
-    a step at length n < seq_len runs samples·(seq_len // n) rows of n tokens.
-    """
+    """Training FLOPs of a whole run of `config`'s techniques from its per-step `metrics.csv`
+    rows (logged every step): `samples` rows of `seq_len` tokens per step in `micro_batches`
+    micro-batches, as each enabled technique shapes them from the values its step logged (the
+    curriculum's length, random-LTD's r, PLD's θ)."""
     steps = [int(r["step"]) for r in rows]
     if steps != list(range(1, len(rows) + 1)):
         raise ValueError(
             "run_flops: metrics.csv must hold one row per step from step 1 (log_interval: 1); "
             f"got steps {steps[:5]}..."
         )
+    techniques = enabled_techniques(config)
     total = 0.0
     for row in rows:
-        n = min(int(row.get("curriculum/difficulty", seq_len)), seq_len)
-        rows_per_step = samples * (seq_len // n) if reshape and n < seq_len else samples
-        theta = row.get("pld/theta")
-        keep = layer_keep_probs(shape.layers, theta) if theta is not None else None
-        r = row.get("random_ltd/reserved_length")
-        total += step_flops(
-            shape,
-            samples=rows_per_step,
-            seq_len=n,
-            ltd_layer_ids=ltd_layer_ids if r is not None else (),
-            reserved_length=int(r) if r is not None else None,
-            keep_probs=keep,
-        )
+        step = StepShape(samples, seq_len, shape.layers, micro_batches=micro_batches)
+        for technique in techniques:
+            technique.account_logged(config, row, step)
+        total += shape_flops(shape, step)
     return total

@@ -94,13 +94,8 @@ def run_one(
     seen: dict[str, Any] = {}
 
     def on_step(event: Any) -> None:
-        if not seen:  # the model as trained: its shape and random-LTD's converted blocks
-            from leantrain.surgery import conversions
-
-            model = getattr(event.model, "module", event.model)
-            ltd = conversions(model).get("random_ltd")
-            seen["shape"] = ModelShape.from_model(model)
-            seen["ltd"] = tuple(ltd.layer_ids) if ltd is not None else ()
+        if not seen:  # the shape of the model as trained
+            seen["shape"] = ModelShape.from_model(getattr(event.model, "module", event.model))
 
     # not reused: a stale or unfinished run of another recipe in run_dir is replaced
     final = train(recipe, overwrite=True, progress=False, on_step=on_step)
@@ -111,7 +106,6 @@ def run_one(
         raise LeantrainError(f"{run_dir}: the run ended without a validation loss")
     o = recipe.optim
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    reshape = "seqlen_reshape" in _metric_names(recipe_dict)
     result = RunResult(
         arm=arm,
         steps=steps,
@@ -123,8 +117,8 @@ def run_one(
             seen["shape"],
             samples=o.micro_batch_size * o.grad_accum * world,
             seq_len=recipe.data.seq_len,
-            ltd_layer_ids=seen["ltd"],
-            reshape=reshape,
+            config=recipe.config,
+            micro_batches=o.grad_accum * world,
         ),
         loss=float(final["eval/loss"]),
         se=float(final.get("eval/loss_se", math.nan)),
@@ -132,12 +126,6 @@ def run_one(
     )
     atomic_write_json(done, {"recipe": recipe_dict, "result": asdict(result)})
     return result, False
-
-
-def _metric_names(raw: Mapping[str, Any]) -> list[str]:
-    de = raw.get("data_efficiency") or {}
-    cl = (de.get("data_sampling") or {}).get("curriculum_learning") or {}
-    return list(cl.get("curriculum_metrics") or {})
 
 
 def run_all(

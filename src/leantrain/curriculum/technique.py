@@ -11,7 +11,7 @@ order (`CurriculumSampler`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from leantrain.accounting import StepShape
@@ -21,6 +21,7 @@ from leantrain.config import (
     LegacyCurriculumConfig,
 )
 from leantrain.config.check import why_off
+from leantrain.config.raw import remove_section, scaled_steps, section_at
 from leantrain.curriculum.index import index_absent
 from leantrain.curriculum.sampler import CurriculumSampler
 from leantrain.curriculum.scheduler import CurriculumScheduler, CurriculumSchedules, difficulty_at
@@ -37,6 +38,7 @@ _DATA = "data_efficiency.data_sampling.curriculum_learning"
 #: (from an index); the other two cut every batch to the current length.
 LENGTH_METRICS = ("seqlen", "seqlen_truncate", "seqlen_reshape")
 TRUNCATING_METRICS = ("seqlen_truncate", "seqlen_reshape")
+_DIFFICULTY = "curriculum/difficulty"
 _STATE_VERSION = 1
 
 Paced = LegacyCurriculumConfig | CurriculumMetricConfig
@@ -52,12 +54,18 @@ def _schedule_sections(config: LeantrainConfig) -> dict[str, Paced]:
     return sections
 
 
+def _length_schedule(names: Iterable[str]) -> str | None:
+    """The schedule among `names` that cuts batches (None: none does)."""
+    return next((n for n in (LEGACY, *TRUNCATING_METRICS) if n in names), None)
+
+
 class CurriculumTechnique(Technique):
     """Difficulty schedules; batches cut to the current length; the curriculum sampler."""
 
     name = "curriculum"
+    arm = "cl"
     sections = (LEGACY, _DATA)
-    columns: ClassVar[Mapping[str, str]] = {"curriculum/difficulty": "d"}
+    columns: ClassVar[Mapping[str, str]] = {_DIFFICULTY: "d"}
 
     def __init__(
         self,
@@ -71,9 +79,8 @@ class CurriculumTechnique(Technique):
         self.sampler = sampler
         self.accumulation = gradient_accumulation_steps
         self.global_step = 0
-        length = [n for n in (LEGACY, *TRUNCATING_METRICS) if n in schedules.schedulers]
         #: The schedule that cuts batches (None: none does).
-        self.length_schedule = length[0] if length else None
+        self.length_schedule = _length_schedule(schedules.schedulers)
 
     # -- the config ----------------------------------------------------------------------------
 
@@ -147,6 +154,42 @@ class CurriculumTechnique(Technique):
                     f"{_DATA}: on, batches drawn by leantrain's curriculum sampler; {metrics}"
                 )
         return lines
+
+    @classmethod
+    def remove_from(cls, raw: dict[str, Any]) -> None:
+        """The legacy section, and the Data Efficiency curriculum with the whole `data_sampling`
+        section around it (DeepSpeed's data sampling is the curriculum's)."""
+        remove_section(raw, LEGACY)
+        remove_section(raw, _DATA.rpartition(".")[0])
+
+    @classmethod
+    def scale_steps(cls, raw: dict[str, Any], factor: float) -> None:
+        """`total_curriculum_step` and `max_step` lists of the legacy warmup and of each metric."""
+        metrics = section_at(raw, f"{_DATA}.curriculum_metrics")
+        for section in (section_at(raw, LEGACY), *metrics.values()):
+            params = section.get("schedule_config") if isinstance(section, dict) else None
+            if not isinstance(params, dict):
+                continue
+            if isinstance(params.get("total_curriculum_step"), int):
+                params["total_curriculum_step"] = scaled_steps(
+                    params["total_curriculum_step"], factor
+                )
+            if isinstance(params.get("max_step"), list):
+                params["max_step"] = [scaled_steps(int(s), factor) for s in params["max_step"]]
+
+    @classmethod
+    def account_logged(
+        cls, config: LeantrainConfig, row: Mapping[str, float], shape: StepShape
+    ) -> None:
+        """Rows cut (or folded) to the length schedule's logged difficulty (logged under
+        `curriculum/difficulty` when it is the first schedule, as it is when alone)."""
+        names = list(_schedule_sections(config))
+        length = _length_schedule(names)
+        if length is None:
+            return
+        d = row.get(_DIFFICULTY if names[0] == length else f"{_DIFFICULTY}/{length}")
+        if d is not None:
+            shape.cut(int(d), fold=length == "seqlen_reshape")
 
     @classmethod
     def from_config(cls, config: LeantrainConfig, setup: Setup) -> CurriculumTechnique:
@@ -240,9 +283,9 @@ class CurriculumTechnique(Technique):
         difficulties = self.schedules.difficulties()
         if not difficulties:
             return {}
-        out = {"curriculum/difficulty": next(iter(difficulties.values()))}
+        out = {_DIFFICULTY: next(iter(difficulties.values()))}
         if len(difficulties) > 1:
-            out.update({f"curriculum/difficulty/{k}": v for k, v in difficulties.items()})
+            out.update({f"{_DIFFICULTY}/{k}": v for k, v in difficulties.items()})
         return out
 
     def custom_schedules(self) -> list[str]:

@@ -10,13 +10,19 @@ from torch import nn
 from leantrain.accounting import StepShape
 from leantrain.config import LeantrainConfig
 from leantrain.models import BlockList, find_stacks
-from leantrain.pld.schedule import ProgressiveLayerDrop, expected_keep_fraction, pld_theta
+from leantrain.pld.schedule import (
+    ProgressiveLayerDrop,
+    expected_keep_fraction,
+    layer_keep_probs,
+    pld_theta,
+)
 from leantrain.pld.surgery import convert_to_progressive_layer_drop, revert_progressive_layer_drop
 from leantrain.technique import Requirements, Setup, Technique
 
 __all__ = ["PLDTechnique"]
 
 _KEY = "progressive_layer_drop"
+_THETA = "pld/theta"
 
 
 class PLDTechnique(Technique):
@@ -24,7 +30,7 @@ class PLDTechnique(Technique):
 
     name = "pld"
     sections = (_KEY,)
-    columns: ClassVar[Mapping[str, str]] = {"pld/theta": "θ"}
+    columns: ClassVar[Mapping[str, str]] = {_THETA: "θ"}
 
     def __init__(
         self,
@@ -72,6 +78,22 @@ class PLDTechnique(Technique):
         ]
 
     @classmethod
+    def scale_steps(cls, raw: dict[str, Any], factor: float) -> None:
+        """γ, inversely: θ decays over the same share of a run `factor` times as long."""
+        section = raw.get(_KEY)
+        if isinstance(section, dict) and section.get("gamma") is not None:
+            section["gamma"] = float(section["gamma"]) / factor
+
+    @classmethod
+    def account_logged(
+        cls, config: LeantrainConfig, row: Mapping[str, float], shape: StepShape
+    ) -> None:
+        """Each block counts with its keep probability at the logged θ."""
+        theta = row.get(_THETA)
+        if theta is not None:
+            shape.keep(layer_keep_probs(shape.num_layers, theta))
+
+    @classmethod
     def from_config(cls, config: LeantrainConfig, setup: Setup) -> PLDTechnique:
         """The schedule of the `progressive_layer_drop` section, for the model's blocks."""
         schedule = ProgressiveLayerDrop.from_config(config.progressive_layer_drop)
@@ -111,7 +133,7 @@ class PLDTechnique(Technique):
 
     def metrics(self) -> dict[str, float]:
         """`pld/theta`."""
-        return {"pld/theta": float(self.schedule.get_theta())}
+        return {_THETA: float(self.schedule.get_theta())}
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule's state."""

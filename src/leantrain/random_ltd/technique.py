@@ -12,6 +12,7 @@ from torch import nn
 from leantrain.accounting import StepShape
 from leantrain.config import LeantrainConfig, RandomLTDConfig
 from leantrain.config.check import why_off
+from leantrain.config.raw import scaled_steps, section_at
 from leantrain.errors import ConfigError
 from leantrain.models import BlockList
 from leantrain.random_ltd.lr_schedule import layer_token_lr_multiplier
@@ -26,14 +27,16 @@ from leantrain.technique import Facts, Requirements, Setup, Technique
 __all__ = ["RandomLTDTechnique"]
 
 _KEY = "data_efficiency.data_routing.random_ltd"
+_R = "random_ltd/reserved_length"
 
 
 class RandomLTDTechnique(Technique):
     """Middle blocks see a random subset of r tokens; r grows to the full length."""
 
     name = "random_ltd"
+    arm = "ltd"
     sections = (_KEY,)
-    columns: ClassVar[Mapping[str, str]] = {"random_ltd/reserved_length": "r"}
+    columns: ClassVar[Mapping[str, str]] = {_R: "r"}
     lr_schedule_key = f"{_KEY}.layer_token_lr_schedule"
 
     def __init__(
@@ -101,11 +104,7 @@ class RandomLTDTechnique(Technique):
             return [f"{_KEY}: off{why_off(config, _KEY)}"]
         schedule = ltd.random_ltd_schedule
         assert schedule is not None  # the schema requires it when enabled
-        ids = (
-            list(ltd.random_ltd_layer_id)
-            if ltd.random_ltd_layer_id is not None
-            else list(range(1, num_layers - 1))
-        )
+        ids = _layer_ids(ltd, num_layers)
         params = schedule.schedule_config
         at = functools.partial(
             reserved_length,
@@ -131,6 +130,50 @@ class RandomLTDTechnique(Technique):
             f"r({at_step})={at(at_step)}; layer-tokens at step 0: {100 * kept:.1f}% of full; "
             f"{_draw_text(ltd)}{lr_text}"
         ]
+
+    @classmethod
+    def remove_from(cls, raw: dict[str, Any]) -> None:
+        """Its section; a recipe whose LR decays by layer-tokens (`optim.decay: layer_tokens`,
+        which needs random-LTD's counter) decays it by steps instead: cosine, the warmup
+        converted from layer-tokens at full length."""
+        section = section_at(raw, _KEY)
+        super().remove_from(raw)
+        optim = raw.get("optim")
+        if not isinstance(optim, dict) or optim.get("decay") != "layer_tokens":
+            return
+        optim["decay"] = "cosine"
+        warm = section_at(section, "layer_token_lr_schedule").get("warmup_layer_tokens", 0) or 0
+        model = section_at(raw, "model.config")
+        layers = (
+            section.get("total_layer_num") or model.get("n_layer") or model.get("num_hidden_layers")
+        )
+        per_step = (
+            int(optim.get("micro_batch_size", 8))
+            * int(optim.get("grad_accum", 1))
+            * int(section_at(raw, "data").get("seq_len", 128))
+            * int(layers or 1)
+        )
+        optim["warmup_steps"] = round(warm / per_step)
+
+    @classmethod
+    def scale_steps(cls, raw: dict[str, Any], factor: float) -> None:
+        """`require_steps`, and the layer-token LR schedule's token totals."""
+        params = section_at(raw, f"{_KEY}.random_ltd_schedule.schedule_config")
+        if isinstance(params, dict) and isinstance(params.get("require_steps"), int):
+            params["require_steps"] = scaled_steps(params["require_steps"], factor)
+        lr = section_at(raw, f"{_KEY}.layer_token_lr_schedule")
+        for key in ("total_layer_tokens", "warmup_layer_tokens"):
+            if isinstance(lr, dict) and lr.get(key):
+                lr[key] = scaled_steps(int(lr[key]), factor)
+
+    @classmethod
+    def account_logged(
+        cls, config: LeantrainConfig, row: Mapping[str, float], shape: StepShape
+    ) -> None:
+        """Its blocks see at most the logged r tokens."""
+        r = row.get(_R)
+        if r is not None:
+            shape.cap(_layer_ids(config.random_ltd, shape.num_layers), int(r))
 
     @classmethod
     def from_config(cls, config: LeantrainConfig, setup: Setup) -> RandomLTDTechnique:
@@ -181,7 +224,7 @@ class RandomLTDTechnique(Technique):
 
     def metrics(self) -> dict[str, float]:
         """`random_ltd/reserved_length`."""
-        return {"random_ltd/reserved_length": float(self.scheduler.get_current_seq())}
+        return {_R: float(self.scheduler.get_current_seq())}
 
     def lr_multiplier(self, *, min_ratio: float) -> float | None:
         """The layer-token LR schedule at the run's consumed layer-tokens (None when off)."""
@@ -204,6 +247,13 @@ class RandomLTDTechnique(Technique):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the scheduler's state."""
         self.scheduler.load_state_dict(state)
+
+
+def _layer_ids(ltd: RandomLTDConfig, num_layers: int) -> list[int]:
+    """Its blocks in a model of `num_layers`: `random_ltd_layer_id`, else all but the first and
+    last."""
+    ids = ltd.random_ltd_layer_id
+    return list(ids) if ids is not None else list(range(1, num_layers - 1))
 
 
 def _draw_text(ltd: RandomLTDConfig) -> str:
