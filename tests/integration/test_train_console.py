@@ -8,8 +8,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from conftest import make_gpt2
 from test_trainer import tiny_recipe, write_corpus, write_recipe
 
+import leantrain
 from leantrain.cli import main
 from leantrain.trainer.console import eval_line
 from leantrain.trainer.data import build_task_data
@@ -97,3 +99,24 @@ def test_an_eval_line_shows_each_metric_of_the_task() -> None:
     assert eval_line(40, row, 12.34) == (
         "step 40: eval/loss 0.6123 ± 0.0123, accuracy 0.7190, 12.3 s"
     )
+
+
+def test_a_baseline_recipe_is_named_once_not_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recipe without technique sections is a baseline by design (`leantrain compare` runs
+    one per budget): the summary says so, and prepare's "no technique is enabled" warning,
+    meant for API users who forgot their sections, is not printed. The API still warns."""
+    corpus = write_corpus(tmp_path / "corpus.txt", chars=8000)
+    recipe = tiny_recipe(corpus, tmp_path / "run", techniques=False)
+    caplog.set_level(logging.INFO)
+    assert main(["train", str(write_recipe(tmp_path / "r.yaml", recipe)), "--no-progress"]) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    summary = next(m for m in _messages(caplog) if m.startswith("training "))
+    assert "\n  technique: none (a baseline run)" in summary
+    capsys.readouterr()
+
+    caplog.clear()
+    leantrain.prepare(make_gpt2(), {})
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("no technique is enabled" in m for m in warned), warned

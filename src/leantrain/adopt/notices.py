@@ -23,9 +23,12 @@ from leantrain.config import LeantrainConfig
 from leantrain.config.check import off_sections
 from leantrain.technique import Technique
 
-__all__ = ["StepWatch", "say_what_is_off"]
+__all__ = ["NO_SECTIONS", "StepWatch", "say_what_is_off"]
 
 logger = logging.getLogger(__name__)
+#: Set on the "no technique is enabled" record when the config gives no technique section at
+#: all, so a host that runs baselines on purpose (the trainer) can leave it to its own summary.
+NO_SECTIONS = "leantrain_no_sections"
 
 
 def say_what_is_off(config: LeantrainConfig, enabled: Sequence[type[Technique]]) -> None:
@@ -44,6 +47,7 @@ def say_what_is_off(config: LeantrainConfig, enabled: Sequence[type[Technique]])
             "leantrain.prepare: no technique is enabled, since %s; the model is unchanged and "
             "handle.step() only counts tokens",
             why,
+            extra={NO_SECTIONS: not off},
         )
 
 

@@ -3,13 +3,16 @@ evaluation, through `logging` (the caller routes it around the progress bar; ran
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sized
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
 import torch
 from torch import nn
 
 from leantrain.adopt import LeantrainHandle
+from leantrain.adopt.notices import NO_SECTIONS
 from leantrain.models import UnknownModelError, find_stacks
 from leantrain.trainer.distributed import precision
 from leantrain.trainer.recipe import Recipe
@@ -81,3 +84,20 @@ def eval_line(step: int, row: Mapping[str, float], wall_s: float) -> str:
         if key.startswith("eval/") and key not in ("eval/loss", "eval/loss_se")
     ]
     return ", ".join([f"step {step}: {loss}", *metrics, f"{wall_s:.1f} s"])
+
+
+@contextlib.contextmanager
+def baseline_is_not_news() -> Iterator[None]:
+    """While the trainer prepares its model, drop `prepare`'s "no technique is enabled" warning
+    for a recipe that gives no technique section: a baseline by design, which the start-up
+    summary names ("none (a baseline run)"). Sections given but off are still warned about."""
+    notices = logging.getLogger("leantrain.adopt.notices")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not getattr(record, NO_SECTIONS, False)
+
+    notices.addFilter(keep)
+    try:
+        yield
+    finally:
+        notices.removeFilter(keep)

@@ -32,7 +32,7 @@ from leantrain.adopt import prepare
 from leantrain.errors import LeantrainError
 from leantrain.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from leantrain.trainer.checks import check_device, check_finite, check_stop_at
-from leantrain.trainer.console import eval_line, startup_lines
+from leantrain.trainer.console import baseline_is_not_news, eval_line, startup_lines
 from leantrain.trainer.data import build_task_data
 from leantrain.trainer.distributed import autocast, init_distributed, to_device, wrap
 from leantrain.trainer.evaluate import evaluate, reached_target
@@ -130,17 +130,18 @@ def _train(
     data = build_task_data(recipe)
     model = build_model(recipe, data).to(device)
     opt = recipe.optim
-    handle = prepare(
-        model,
-        recipe.config,
-        data.train,
-        micro_batch_size=opt.micro_batch_size,
-        gradient_accumulation_steps=opt.grad_accum,
-        collate_fn=data.collate_fn,
-        rank=rank,
-        world_size=world,
-        seq_length=seq_length(recipe, model),
-    )
+    with baseline_is_not_news():
+        handle = prepare(
+            model,
+            recipe.config,
+            data.train,
+            micro_batch_size=opt.micro_batch_size,
+            gradient_accumulation_steps=opt.grad_accum,
+            collate_fn=data.collate_fn,
+            rank=rank,
+            world_size=world,
+            seq_length=seq_length(recipe, model),
+        )
     wrapped = wrap(model, recipe, device, world, handle)
     optimizer = build_optimizer(wrapped, recipe)
     torch.manual_seed(recipe.seed + rank)  # dropout differs between ranks
