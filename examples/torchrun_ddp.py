@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu"
     torch.manual_seed(0)  # the same initial weights on every rank
     handle = train(tiny_gpt2(), CONFIG, ByteBlocks(), steps=args.steps, device=device)
-    rank = f"{dist.get_rank()}/{dist.get_world_size()}"  # one write per line: ranks share stdout
-    print(f"rank {rank} {handle.global_step} {handle.metrics()}", flush=True)
+    rank = f"{dist.get_rank()}/{dist.get_world_size()}"
+    print(f"rank {rank} {handle.global_step} {handle.metrics()}")  # one string: ranks share stdout
     dist.destroy_process_group()
 
 

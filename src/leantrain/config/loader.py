@@ -186,8 +186,9 @@ def describe_error(
         if kind == "value_error":
             msg = msg.removeprefix("Value error, ")
             nested = _KEY_PATH.match(msg)
-            if nested:
-                path = [*path, nested.group(1)]
+            if nested:  # the message names its key: in full, or below the problem's location
+                named = nested.group(1).split(".")
+                path = named if named[: len(path)] == path else [*path, *named]
                 msg = nested.group(2)
             lines.append(f"{'.'.join(lead + path) or name}: {msg}")
             continue
