@@ -165,6 +165,7 @@ print(json.dumps(_continue(cfg, state, 25, 2)))
 """
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # on 1 CPU
 def test_resume_in_a_fresh_process_is_bit_exact(index_dir: Path, tmp_path: Path) -> None:
     cfg = _config({"seqlen": _seqlen_metric(index_dir)}, seed=99)
     sampler = CurriculumSampler(

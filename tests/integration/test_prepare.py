@@ -326,6 +326,7 @@ def test_shuffled_sampler_ranks_are_disjoint_and_resume_by_step() -> None:
     assert len(again) == len(first) and again != first
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # on 1 CPU
 def test_dataloader_workers_get_the_length_of_the_consuming_step() -> None:
     cfg = all_three("data_efficiency")
     handle = leantrain.prepare(fresh("gpt2"), cfg, TokenDataset(), gradient_accumulation_steps=1)
