@@ -11,10 +11,12 @@ Arms alternate within each budget, so a machine whose load drifts bills every ar
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -97,8 +99,10 @@ def run_one(
         if not seen:  # the shape of the model as trained
             seen["shape"] = ModelShape.from_model(getattr(event.model, "module", event.model))
 
-    # not reused: a stale or unfinished run of another recipe in run_dir is replaced
-    final = train(recipe, overwrite=True, progress=False, on_step=on_step)
+    # not reused: a stale or unfinished run of another recipe in run_dir is replaced; each run
+    # is summed up in one line by the caller, so the trainer's own start-up and eval lines wait
+    with _only_warnings("leantrain"):
+        final = train(recipe, overwrite=True, progress=False, on_step=on_step)
     from leantrain.trainer.report import read_metrics
 
     rows = read_metrics(run_dir)
@@ -166,3 +170,15 @@ def run_all(
                 f"{how}"
             )
     return results
+
+
+@contextlib.contextmanager
+def _only_warnings(name: str) -> Iterator[None]:
+    """Log only warnings and errors from logger `name` while the block runs."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from leantrain.models import family_of_type
 from leantrain.trainer.checkpoint import full_model_state
@@ -73,4 +74,10 @@ def save_model(model: nn.Module, out: Path, rank: int) -> None:
     state_dict keys, so the converted model saves as the plain one."""
     state = full_model_state(model)
     if rank == 0 and isinstance(model, PreTrainedModel):
-        model.save_pretrained(out / "model", state_dict=state)
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a bar per save ("Writing model shards") is noise
+        try:
+            model.save_pretrained(out / "model", state_dict=state)
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
