@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import os
 import shlex
@@ -324,8 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--glue-arms", default="baseline,pld", help="arms whose equal-cost model is fine-tuned"
     )
+    parser.add_argument("--seeds", help="fine-tuning seeds, e.g. 1,2 (default: the scale's)")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
+    if args.seeds:
+        scale = dataclasses.replace(scale, seeds=tuple(int(s) for s in args.seeds.split(",")))
     if args.threads:
         import torch
 
