@@ -21,6 +21,8 @@ folder whose manifest matches its files, so a kill at any moment leaves a usable
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -171,10 +173,18 @@ def _commit(tmp: Path, final: Path) -> None:
     aside first and deleted last, so `final` is at every moment absent or complete."""
     aside = temp_path(final, "old")
     with writing(final):
-        if final.exists():
-            os.replace(final, aside)
-            _pause()
-        os.replace(tmp, final)
+        while True:
+            if final.exists():
+                shutil.rmtree(aside, ignore_errors=True)  # our own older aside, if any
+                with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+                    os.replace(final, aside)
+                    _pause()
+            try:
+                os.replace(tmp, final)
+                break
+            except OSError as err:  # another writer's copy landed between our check and rename
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
         _fsync_folder(final.parent)
     shutil.rmtree(aside, ignore_errors=True)  # a kill here leaves a hidden leftover, swept later
 
